@@ -1,0 +1,85 @@
+"""The one place configuration lives: `Settings`, read from `STUDIO_*` environment variables."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOYWORLD_MODEL = REPO_ROOT / "workers" / "toyworld" / "model"
+
+
+class Settings(BaseSettings):
+    """Perfusion Studio settings. Embedded defaults need no services at all."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", env_file=".env", extra="ignore")
+
+    env: Literal["embedded", "production"] = "embedded"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    """SQLAlchemy URL; empty = SQLite file `<data_dir>/studio.db`."""
+    redis_url: str = ""
+    """Broker and progress bus; empty = embedded (in-memory transport, in-process worker)."""
+    base_model: str = str(TOYWORLD_MODEL)
+    """Local diffusers folder or Hugging Face id of the base model workers load."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    secret_key: SecretStr | None = None
+    """Signs sessions. Embedded: generated once and kept in `<data_dir>/secret_key`."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    """Origin people reach the app at (for share links and Origin checks); empty = host:port."""
+    worker_concurrency: int = 1
+    job_max_attempts: int = 3
+    fit_steps: int = 400
+    """Default optimisation steps of a fit (the toy world needs far fewer; see the model card)."""
+
+    @model_validator(mode="after")
+    def _production_needs_a_secret(self) -> Settings:
+        if self.env == "production":
+            if self.secret_key is None or not self.secret_key.get_secret_value():
+                raise ValueError("STUDIO_SECRET_KEY must be set in production")
+            if not self.database_url or not self.redis_url:
+                raise ValueError("production needs STUDIO_DATABASE_URL and STUDIO_REDIS_URL")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the broker is in-memory and a worker runs inside the web process."""
+        return not self.redis_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'studio.db').resolve()}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "memory://"
+
+    @property
+    def origin(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def secret(self) -> str:
+        """The signing secret; in embedded mode created on first use and persisted."""
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear this cache to change them)."""
+    return Settings()

@@ -1,0 +1,51 @@
+"""Typed progress events that workers publish and the browser receives over a websocket."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class StateEvent(BaseModel):
+    type: Literal["state"] = "state"
+    state: str
+    error: str | None = None
+    attempt: int | None = None
+
+
+class StepEvent(BaseModel):
+    type: Literal["step"] = "step"
+    step: int
+    total: int
+    loss: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    image_index: int | None = None
+    """For generations: which of the n images this denoising step belongs to."""
+
+
+class PreviewEvent(BaseModel):
+    type: Literal["preview"] = "preview"
+    step: int
+    data_url: str
+    """A small PNG as a data: URL."""
+
+
+class ImageEvent(BaseModel):
+    type: Literal["image"] = "image"
+    index: int
+    image_id: str
+    url: str
+
+
+class QueueEvent(BaseModel):
+    type: Literal["queue"] = "queue"
+    position: int
+    """1 = next to run."""
+
+
+ProgressEvent = Annotated[
+    StateEvent | StepEvent | PreviewEvent | ImageEvent | QueueEvent, Field(discriminator="type")
+]
+progress_event_adapter: TypeAdapter[ProgressEvent] = TypeAdapter(ProgressEvent)

@@ -1,0 +1,48 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.config import REPO_ROOT, get_settings
+from app.health.routes import router as health_router
+
+log = logging.getLogger(__name__)
+templates = Jinja2Templates(directory=REPO_ROOT / "templates")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    if settings.embedded:
+        # One command, no services: bring the SQLite schema up to date and run a worker here.
+        from app.migrate import upgrade
+        from workers.embedded import start_embedded_worker
+
+        upgrade()
+        worker = start_embedded_worker()
+        log.info("embedded worker started")
+        yield
+        worker.stop()
+    else:
+        yield
+
+
+def create_app() -> FastAPI:
+    """Build the app for the current settings."""
+    app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
+    app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
+    app.include_router(health_router)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(request, "home.html", {})
+
+    return app

@@ -1,0 +1,56 @@
+"""The embedded default's worker: a Celery worker on a thread of the web process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from workers.celery_app import QUEUES, celery_app
+
+log = logging.getLogger(__name__)
+
+_worker: EmbeddedWorker | None = None
+
+
+class EmbeddedWorker:
+    """A solo-pool Celery worker consuming the in-memory broker on a daemon thread."""
+
+    def __init__(self) -> None:
+        import workers.tasks  # noqa: F401  (registers the tasks)
+
+        self.controller = celery_app.WorkController(
+            pool_cls="solo",
+            concurrency=1,
+            queues=list(QUEUES),
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="INFO",
+        )
+        self.thread = threading.Thread(
+            target=self.controller.start, name="embedded-worker", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.controller.stop(in_sighandler=False)
+        self.thread.join(timeout=10)
+
+
+def start_embedded_worker() -> EmbeddedWorker:
+    """Start (once per process) and return the in-process worker."""
+    global _worker
+    if _worker is None or not _worker.alive:
+        _worker = EmbeddedWorker()
+        _worker.start()
+    return _worker
+
+
+def embedded_worker() -> EmbeddedWorker | None:
+    return _worker

@@ -1,0 +1,239 @@
+"""The frame every task runs in: claim the job row, heartbeat, run, store once, publish.
+
+A broker message is only a hint. The row decides: a worker claims a job atomically
+(queued → running, or running with a stale heartbeat → running here), so a redelivered or
+duplicated message does nothing, and a job whose worker died is picked up again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db import session_scope, utcnow
+from app.jobs.events import StateEvent
+from app.jobs.models import Job, JobKind, JobState
+from app.jobs.progress import get_progress_bus
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5.0
+STALE_AFTER_S = 30.0
+CANCEL_POLL_S = 0.5
+
+
+class JobCanceled(Exception):
+    """Raised inside a handler when the job was asked to stop."""
+
+
+class JobFailed(Exception):
+    """A failure whose message is meant for the person who started the job."""
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+@dataclass
+class JobContext:
+    """What a handler sees of its job."""
+
+    job_id: uuid.UUID
+    kind: JobKind
+    params: dict[str, Any]
+    attempt: int
+    worker_id: str
+    owner_id: uuid.UUID | None = None
+    concept_id: uuid.UUID | None = None
+    generation_id: uuid.UUID | None = None
+    checkpoint_blob_id: uuid.UUID | None = None
+    _last_cancel_check: float = field(default=0.0, repr=False)
+    _canceled: bool = field(default=False, repr=False)
+
+    def publish(self, event: BaseModel | dict[str, Any]) -> None:
+        try:
+            get_progress_bus().publish(str(self.job_id), event)
+        except Exception:  # progress is a hint; never fail a job over it
+            log.warning("could not publish progress for %s", self.job_id, exc_info=True)
+
+    def should_cancel(self) -> bool:
+        """True once cancellation was requested (reads the row at most every 0.5 s)."""
+        now = time.monotonic()
+        if not self._canceled and now - self._last_cancel_check >= CANCEL_POLL_S:
+            self._last_cancel_check = now
+            with session_scope() as session:
+                self._canceled = bool(
+                    session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+                )
+        return self._canceled
+
+    def check_cancel(self) -> None:
+        if self.should_cancel():
+            raise JobCanceled
+
+
+@dataclass
+class JobOutcome:
+    """A handler's result: JSON for the job row and a function storing results in the DB.
+
+    `store` runs in the same transaction that marks the job succeeded, and only if this
+    worker still owns the job, so results are written exactly once.
+    """
+
+    result: dict[str, Any] = field(default_factory=dict)
+    store: Callable[[Session], None] | None = None
+
+
+Handler = Callable[[JobContext], JobOutcome]
+
+
+def claim(job_id: uuid.UUID, worker_id: str) -> JobContext | None:
+    """Atomically take the job for this worker, or None if it is not ours to run."""
+    now = utcnow()
+    stale = now - timedelta(seconds=STALE_AFTER_S)
+    with session_scope() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.cancel_requested.is_(False),
+                Job.attempts < Job.max_attempts,
+                or_(
+                    Job.state == JobState.queued,
+                    (Job.state == JobState.running) & (Job.heartbeat_at < stale),
+                ),
+            )
+            .values(
+                state=JobState.running,
+                attempts=Job.attempts + 1,
+                worker_id=worker_id,
+                heartbeat_at=now,
+                started_at=now,
+                error=None,
+            )
+        ).rowcount
+        if not claimed:
+            _fail_if_out_of_attempts(session, job_id, stale)
+            return None
+        job = session.get(Job, job_id)
+        assert job is not None
+        return JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            params=dict(job.params),
+            attempt=job.attempts,
+            worker_id=worker_id,
+            owner_id=job.owner_id,
+            concept_id=job.concept_id,
+            generation_id=job.generation_id,
+            checkpoint_blob_id=job.checkpoint_blob_id,
+        )
+
+
+def _fail_if_out_of_attempts(session: Session, job_id: uuid.UUID, stale: Any) -> None:
+    """A job whose worker died on its last attempt must not hang in `running` forever."""
+    job = session.get(Job, job_id)
+    if job is None or job.state.finished or job.attempts < job.max_attempts:
+        return
+    if job.state == JobState.running and job.heartbeat_at is not None and job.heartbeat_at > stale:
+        return
+    job.state = JobState.failed
+    job.error = (
+        f"The worker running this job stopped unexpectedly {job.attempts} times; "
+        "it was not retried again."
+    )
+    job.finished_at = utcnow()
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id: uuid.UUID, worker_id: str) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.worker_id = job_id, worker_id
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_INTERVAL_S):
+            try:
+                with session_scope() as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.worker_id == self.worker_id)
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                log.warning("heartbeat failed for %s", self.job_id, exc_info=True)
+
+
+def _finish(
+    ctx: JobContext,
+    state: JobState,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    store: Callable[[Session], None] | None = None,
+) -> bool:
+    """Move the job to a final state if this worker still owns it; returns whether it did."""
+    with session_scope() as session:
+        job = session.scalar(
+            select(Job)
+            .where(
+                Job.id == ctx.job_id,
+                Job.state == JobState.running,
+                Job.worker_id == ctx.worker_id,
+            )
+            .with_for_update()
+        )
+        if job is None:
+            log.warning("job %s is no longer ours; dropping its result", ctx.job_id)
+            return False
+        if store is not None:
+            store(session)
+        job.state = state
+        job.result = result
+        job.error = error
+        job.progress = 1.0 if state == JobState.succeeded else job.progress
+        job.finished_at = utcnow()
+    return True
+
+
+def run_job(job_id: str | uuid.UUID, handler: Handler) -> None:
+    """Claim, run and finish one job; safe to call for any (re)delivered message."""
+    job_uuid = uuid.UUID(str(job_id))
+    worker_id = worker_identity()
+    ctx = claim(job_uuid, worker_id)
+    if ctx is None:
+        log.info("job %s not claimed (finished, canceled or running elsewhere)", job_uuid)
+        return
+    ctx.publish(StateEvent(state=JobState.running.value, attempt=ctx.attempt))
+    heartbeat = _Heartbeat(job_uuid, worker_id)
+    heartbeat.start()
+    try:
+        outcome = handler(ctx)
+    except JobCanceled:
+        if _finish(ctx, JobState.canceled):
+            ctx.publish(StateEvent(state=JobState.canceled.value))
+    except JobFailed as exc:
+        if _finish(ctx, JobState.failed, error=str(exc)):
+            ctx.publish(StateEvent(state=JobState.failed.value, error=str(exc)))
+    except Exception as exc:
+        log.exception("job %s failed", job_uuid)
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        if _finish(ctx, JobState.failed, error=message):
+            ctx.publish(StateEvent(state=JobState.failed.value, error=message))
+    else:
+        if _finish(ctx, JobState.succeeded, result=outcome.result, store=outcome.store):
+            ctx.publish(StateEvent(state=JobState.succeeded.value))
+    finally:
+        heartbeat.stopped.set()
