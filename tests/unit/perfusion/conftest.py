@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+import random
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +14,18 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from workers.perfusion import FitConfig, compute_covariance
+from workers.perfusion import FitConfig, compute_covariance, fit_concept
 
 WORDS = "a photo of the good image my dog cat red blue on in at with grass beach sofa".split()
 MAX_LEN = 16
-CAPTIONS = [
-    f"{a} {b} {c} {d}"
-    for a in ("a", "the", "my")
-    for b in ("red", "blue", "good")
-    for c in ("dog", "cat", "photo")
-    for d in ("on grass", "at the beach", "in a sofa")
-]
+
+def _captions(count: int = 400, seed: int = 0) -> list[str]:
+    """Varied-length captions over WORDS: the tiny model's stand-in for the caption corpus."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, MAX_LEN))) for _ in range(count)]
+
+
+CAPTIONS = _captions()
 
 
 def _byte_chars() -> list[str]:
@@ -64,7 +67,7 @@ def write_tokenizer_files(folder: Path) -> CLIPTokenizer:
     )
 
 
-def make_tiny_pipeline(folder: Path, seed: int = 0, text_dim: int = 32) -> StableDiffusionPipeline:
+def make_tiny_pipeline(folder: Path, seed: int = 0, text_dim: int = 64) -> StableDiffusionPipeline:
     """A seeded random SD-shaped pipeline: 16 px images, 8x8 latents, 4 cross-attention layers."""
     tokenizer = write_tokenizer_files(folder)
     torch.manual_seed(seed)
@@ -109,6 +112,7 @@ def make_tiny_pipeline(folder: Path, seed: int = 0, text_dim: int = 32) -> Stabl
         beta_schedule="scaled_linear",
         clip_sample=False,
         set_alpha_to_one=False,
+        steps_offset=1,
     )
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -146,3 +150,44 @@ def tiny_pipe(tmp_path_factory: pytest.TempPathFactory) -> StableDiffusionPipeli
 @pytest.fixture(scope="session")
 def tiny_cov(tiny_pipe):
     return compute_covariance(tiny_pipe, CAPTIONS, batch_size=32)
+
+
+def state_snapshot(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
+    """Copies of every UNet, VAE and text-encoder tensor, to compare bitwise later."""
+    return {
+        f"{part}.{name}": tensor.detach().clone()
+        for part in ("unet", "vae", "text_encoder")
+        for name, tensor in getattr(pipe, part).state_dict().items()
+    }
+
+
+@pytest.fixture(scope="session")
+def fitted(tiny_pipe, tiny_cov):
+    """One short fit on the shared tiny pipeline, with a checkpoint halfway."""
+    before = state_snapshot(tiny_pipe)
+    processors = dict(tiny_pipe.unet.attn_processors)
+    checkpoints: list[bytes] = []
+    losses: list[float] = []
+    config = replace(TINY_FIT, checkpoint_every=3)
+    concept = fit_concept(
+        tiny_pipe,
+        make_images(),
+        "<sks>",
+        "dog",
+        config,
+        tiny_cov,
+        on_progress=lambda p: losses.append(p.loss),
+        on_checkpoint=lambda c: checkpoints.append(c.to_bytes()),
+    )
+    return {
+        "concept": concept,
+        "config": config,
+        "before": before,
+        "processors": processors,
+        "checkpoints": checkpoints,
+        "losses": losses,
+    }
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
