@@ -107,13 +107,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"base:         {concept.base_model_id} ({concept.base_fingerprint[:16]})")
     print(f"covariance:   {concept.covariance_fingerprint[:16]}")
     print(f"default gate: beta={concept.default_beta} tau={concept.default_tau}")
-    print(f"layers:       {len(concept.o_v)}, sum of value dims {sum(v.numel() for v in concept.o_v.values())}")
+    total = sum(v.numel() for v in concept.o_v.values())
+    print(f"layers:       {len(concept.o_v)} cross-attention layers, value dims sum {total}")
     print(f"size:         {len(data)} bytes")
     print("tensors:")
     with safe_open(args.file, "pt") as f:
         for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
             t = f.get_slice(name)
             print(f"  {name:<16} {t.get_dtype():<5} {t.get_shape()}")
+    print("o_v per layer:")
+    for name, vector in concept.o_v.items():
+        print(f"  {name:<56} {vector.numel()}")
     print(f"training:     {json.dumps(concept.training, sort_keys=True)}")
 
 
