@@ -56,7 +56,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{p.loss:.4f}")
 
-        concept = fit_concept(pipe, images, args.token, args.superclass, config, cov, on_progress=progress)
+        concept = fit_concept(
+            pipe, images, args.token, args.superclass, config, cov, on_progress=progress
+        )
     data = concept_to_bytes(concept)
     Path(args.out).write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes)")

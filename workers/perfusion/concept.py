@@ -198,7 +198,10 @@ def validate_concept(concept: Concept, pipe: StableDiffusionPipeline) -> None:
             f"unknown {sorted(set(concept.o_v) - set(layers))[:3]}"
         )
     for name, attn in layers.items():
-        for targets, linear, kind in ((concept.o_v, attn.to_v, "o_v"), (concept.o_k, attn.to_k, "o_k")):
+        for targets, linear, kind in (
+            (concept.o_v, attn.to_v, "o_v"),
+            (concept.o_k, attn.to_k, "o_k"),
+        ):
             if name not in targets and kind == "o_k":
                 continue
             tensor = targets[name]

@@ -55,7 +55,10 @@ def test_fp16_file_changes_nothing_but_the_rounding(tiny_pipe, fitted):
     loaded = concept_from_bytes(data)
     rounded = replace(
         concept,
-        **{k: getattr(concept, k).half().float() for k in ("token_embedding", "i_star", "e_super", "score")},
+        **{
+            k: getattr(concept, k).half().float()
+            for k in ("token_embedding", "i_star", "e_super", "score")
+        },
         o_v={k: v.half().float() for k, v in concept.o_v.items()},
         o_k={},
     )
@@ -162,10 +165,23 @@ def test_sd15_shaped_concept_file_size(tmp_path, capsys):
         base_fingerprint=model_fingerprint(pipe),
         covariance_fingerprint="c" * 64,
         base_model_id="runwayml/stable-diffusion-v1-5",
-        training={"steps": 400, "batch_size": 4, "grad_accum": 4, "lr_embedding": 0.006,
-                  "lr_value": 0.03, "resolution": 512, "flip_p": 0.5, "train_beta": 0.75,
-                  "train_tau": 0.1, "ema_decay": 0.99, "seed": 0, "mixed_precision": True,
-                  "n_images": 4, "masked": False, "final_loss": 0.1234567},
+        training={
+            "steps": 400,
+            "batch_size": 4,
+            "grad_accum": 4,
+            "lr_embedding": 0.006,
+            "lr_value": 0.03,
+            "resolution": 512,
+            "flip_p": 0.5,
+            "train_beta": 0.75,
+            "train_tau": 0.1,
+            "ema_decay": 0.99,
+            "seed": 0,
+            "mixed_precision": True,
+            "n_images": 4,
+            "masked": False,
+            "final_loss": 0.1234567,
+        },
     )
     validate_concept(concept, pipe)
     path = tmp_path / "sd15.safetensors"

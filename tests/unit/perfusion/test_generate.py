@@ -44,8 +44,10 @@ def test_removal_restores_bit_identical_generation(tiny_pipe, fitted):
     processors = dict(tiny_pipe.unet.attn_processors)
     before = run(tiny_pipe, PROMPTS[0])
     handle = apply_concepts(tiny_pipe, [fitted["concept"]])
-    assert isinstance(tiny_pipe.unet.attn_processors[next(iter(
-        k for k in processors if "attn2" in k))], PerfusionAttnProcessor)
+    assert isinstance(
+        tiny_pipe.unet.attn_processors[next(iter(k for k in processors if "attn2" in k))],
+        PerfusionAttnProcessor,
+    )
     with_concept = run(tiny_pipe, "a photo of a <sks>")
     handle.remove()
     assert len(tiny_pipe.tokenizer) == vocab_size
@@ -73,14 +75,20 @@ def test_strength_maps_monotonically_onto_beta():
 
 def test_strength_changes_the_concept_image(tiny_pipe, fitted):
     concept = fitted["concept"]
-    weak = run(tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(0)])
-    strong = run(tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(1)])
+    weak = run(
+        tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(0)]
+    )
+    strong = run(
+        tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(1)]
+    )
     assert not np.array_equal(weak, strong)
 
 
 def test_two_concepts_and_global_locking(tiny_pipe, tiny_cov, fitted):
     first = fitted["concept"]
-    i_star = first.i_star + torch.randn(first.i_star.shape, generator=torch.Generator().manual_seed(0))
+    i_star = first.i_star + torch.randn(
+        first.i_star.shape, generator=torch.Generator().manual_seed(0)
+    )
     score, energy = score_and_energy(i_star, tiny_cov.inverse)
     second = replace(
         first,
@@ -95,7 +103,9 @@ def test_two_concepts_and_global_locking(tiny_pipe, tiny_cov, fitted):
     prompt = "a <sks> and a <two> on grass"
     controls = [ConceptControl(0.7, 0.15), ConceptControl(0.6, 0.2)]
     plain = run(tiny_pipe, prompt, concepts=[first, second], controls=controls)
-    locked = run(tiny_pipe, prompt, concepts=[first, second], controls=controls, global_locking=True)
+    locked = run(
+        tiny_pipe, prompt, concepts=[first, second], controls=controls, global_locking=True
+    )
     assert plain.shape == locked.shape == (16, 16, 3)
     assert not np.array_equal(plain, locked)
     assert getattr(tiny_pipe, "_perfusion_applied", None) is None
