@@ -1,0 +1,174 @@
+"""GPU benchmark: Perfusion on an SD 1.5-shaped pipeline (random weights) at 512 px.
+
+`python -m bench.gpu` on a CUDA machine prints one table: seconds per fit step at the default
+batch (4 × 4 accumulation), the projected full-fit time, seconds per image at 25 steps with and
+without a concept, and peak GPU memory, for bf16 and fp32. Random weights have the real model's
+shapes, so compute and memory match SD 1.5; image quality is meaningless here.
+`--tiny` runs the same code on the CPU with small shapes (a dry run of the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.sd15 import make_sd15_pipeline
+from workers.perfusion import FitConfig, compute_covariance, fit_concept, generate
+from workers.perfusion.covariance import read_captions
+
+FULL_FIT_STEPS = 400
+
+
+def _images(count: int, size: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(count):
+        pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = (200, 40 * k, 30)
+        out.append(Image.fromarray(pixels))
+    return out
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_gib(device: str) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+
+
+def _reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def bench_fit(pipe, cov, device: str, precision: str, steps: int, size: int) -> dict:  # type: ignore[no-untyped-def]
+    """Time `steps` optimiser steps of the default recipe; the first two are warm-up."""
+    stamps: list[float] = []
+    config = FitConfig(
+        steps=steps,
+        batch_size=4,
+        grad_accum=4,
+        resolution=size,
+        seed=0,
+        mixed_precision=precision == "bf16",
+    )
+    _reset_peak(device)
+    start = time.perf_counter()
+
+    def on_progress(progress) -> None:  # type: ignore[no-untyped-def]
+        _sync(device)
+        stamps.append(time.perf_counter())
+
+    concept = fit_concept(
+        pipe, _images(4, size), "<bench>", "dog", config, cov, on_progress=on_progress
+    )
+    _sync(device)
+    total = time.perf_counter() - start
+    per_step = statistics.median(np.diff(stamps[1:])) if len(stamps) > 2 else total / steps
+    setup = stamps[0] - start - per_step if stamps else 0.0
+    return {
+        "precision": precision,
+        "s_per_step": per_step,
+        "setup_s": max(setup, 0.0),
+        "projected_full_fit_s": max(setup, 0.0) + per_step * FULL_FIT_STEPS,
+        "fit_peak_gib": _peak_gib(device),
+        "concept": concept,
+    }
+
+
+def bench_generate(pipe, concept, device: str, steps: int, repeats: int) -> dict:  # type: ignore[no-untyped-def]
+    """Seconds per image at `steps` denoising steps, base vs one concept, interleaved."""
+    times: dict[str, list[float]] = {"base": [], "concept": []}
+    _reset_peak(device)
+    prompts = {
+        "base": "a photo of a dog on the beach",
+        "concept": "a photo of a <bench> on the beach",
+    }
+    generate(pipe, prompts["base"], steps=2, seed=0)  # warm-up
+    for _ in range(repeats):
+        for kind in ("base", "concept"):
+            concepts = [concept] if kind == "concept" else []
+            _sync(device)
+            t0 = time.perf_counter()
+            generate(pipe, prompts[kind], concepts=concepts, steps=steps, seed=1)
+            _sync(device)
+            times[kind].append(time.perf_counter() - t0)
+    base, edited = statistics.median(times["base"]), statistics.median(times["concept"])
+    return {
+        "s_per_image_base": base,
+        "s_per_image_concept": edited,
+        "concept_overhead": edited / base - 1,
+        "gen_peak_gib": _peak_gib(device),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tiny", action="store_true", help="CPU dry run with small shapes")
+    parser.add_argument("--fit-steps", type=int, default=6)
+    parser.add_argument("--gen-steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+
+    device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    size = 64 if args.tiny else 512
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = make_sd15_pipeline(Path(tmp) / "tokenizer", tiny=args.tiny).to(device)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
+    t0 = time.perf_counter()
+    cov = compute_covariance(pipe, read_captions()[: 256 if args.tiny else 2000])
+    cov_s = time.perf_counter() - t0
+    gpu = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
+    print(
+        f"# GPU benchmark on {gpu}, torch {torch.__version__}, {size}px, covariance {cov_s:.1f}s",
+        flush=True,
+    )
+
+    header = (
+        "| precision | s / fit step (batch 4×4) | projected 400-step fit | fit peak GiB "
+        "| s / image (25 steps) | with concept | overhead | generate peak GiB |"
+    )
+    print(header)
+    print("|" + "---|" * 8, flush=True)
+    rows = []
+    for precision in ("bf16", "fp32"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        try:
+            fit = bench_fit(pipe, cov, device, precision, args.fit_steps, size)
+            concept = fit.pop("concept")
+            pipe.to(dtype=dtype)
+            steps = 2 if args.tiny else args.gen_steps
+            r = {**fit, **bench_generate(pipe, concept, device, steps, args.repeats)}
+        except Exception as exc:  # one failing precision must not hide the other's figures
+            print(f"| {precision} | failed: {type(exc).__name__}: {exc} |", flush=True)
+            continue
+        finally:
+            pipe.to(dtype=torch.float32)
+        rows.append(r)
+        print(
+            f"| {r['precision']} | {r['s_per_step']:.3f} | {r['projected_full_fit_s']:.0f} s "
+            f"| {r['fit_peak_gib']:.1f} | {r['s_per_image_base']:.2f} | "
+            f"{r['s_per_image_concept']:.2f} | {100 * r['concept_overhead']:+.1f}% "
+            f"| {r['gen_peak_gib']:.1f} |",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
