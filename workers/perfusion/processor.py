@@ -127,6 +127,38 @@ class PerfusionAttnProcessor:
         self.edit = edit
         self.o_k = o_k
         self.o_v = o_v
+        self._cached: tuple[torch.Tensor, int, torch.Tensor, torch.Tensor] | None = None
+
+    def _key_value(
+        self, attn: Attention, encoder_hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edited K and V of the text encoding.
+
+        The text encoding is the same tensor at every denoising step, so at inference K and V
+        are computed once per generation: the edit then costs nothing per step. The cache holds
+        the tensor itself (its id cannot be reused meanwhile) and its version counter (an
+        in-place change invalidates it); with gradients on (fitting) nothing is cached.
+        """
+        cached = self._cached
+        if (
+            cached is not None
+            and cached[0] is encoder_hidden_states
+            and cached[1] == encoder_hidden_states._version
+        ):
+            return cached[2], cached[3]
+        key_states = self.edit.key_states
+        if key_states is not None and key_states.shape == encoder_hidden_states.shape:
+            key = attn.to_k(key_states.to(encoder_hidden_states.dtype))
+        else:
+            key = edited_projection(attn.to_k, encoder_hidden_states, self.edit, self.o_k)
+        value = edited_projection(
+            attn.to_v, encoder_hidden_states, self.edit, torch.stack(list(self.o_v))
+        )
+        if torch.is_grad_enabled():
+            self._cached = None
+        else:
+            self._cached = (encoder_hidden_states, encoder_hidden_states._version, key, value)
+        return key, value
 
     def __call__(
         self,
@@ -157,14 +189,7 @@ class PerfusionAttnProcessor:
         if attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
 
-        key_states = self.edit.key_states
-        if key_states is not None and key_states.shape == encoder_hidden_states.shape:
-            key = attn.to_k(key_states.to(encoder_hidden_states.dtype))
-        else:
-            key = edited_projection(attn.to_k, encoder_hidden_states, self.edit, self.o_k)
-        value = edited_projection(
-            attn.to_v, encoder_hidden_states, self.edit, torch.stack(list(self.o_v))
-        )
+        key, value = self._key_value(attn, encoder_hidden_states)
 
         head_dim = key.shape[-1] // attn.heads
         query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)

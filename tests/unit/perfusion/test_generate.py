@@ -152,3 +152,29 @@ def test_load_concepts_into_plain_pipeline(tiny_pipe, fitted, tmp_path):
         ).images[0]
     )
     assert np.array_equal(before, after)
+
+
+def test_edited_keys_and_values_are_computed_once_per_generation(tiny_pipe, fitted, monkeypatch):
+    """The text encoding is constant over denoising steps, so the edit is paid for once."""
+    import workers.perfusion.processor as processor
+
+    concept = fitted["concept"]
+    cached = run(tiny_pipe, "a <sks> on grass", concepts=[concept])
+    calls = []
+    original_projection = processor.edited_projection
+    monkeypatch.setattr(
+        processor,
+        "edited_projection",
+        lambda *args: calls.append(1) or original_projection(*args),
+    )
+    run(tiny_pipe, "a <sks> on grass", concepts=[concept])
+    assert len(calls) == 2 * len(concept.o_v)  # K and V once per layer, not once per step
+
+    original_key_value = PerfusionAttnProcessor._key_value
+
+    def uncached(self, attn, encoder_hidden_states):
+        self._cached = None
+        return original_key_value(self, attn, encoder_hidden_states)
+
+    monkeypatch.setattr(PerfusionAttnProcessor, "_key_value", uncached)
+    assert np.array_equal(run(tiny_pipe, "a <sks> on grass", concepts=[concept]), cached)
