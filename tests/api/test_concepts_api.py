@@ -15,7 +15,7 @@ from app.db import session_scope
 from app.jobs.models import Job, JobKind, JobState
 from app.storage.models import Blob
 from tests.support.apihelpers import create_concept, mark_ready
-from tests.support.factories import concept_file, photo_png
+from tests.support.webdata import concept_file, photo_png
 
 
 def test_create_concept_stores_photos_and_queues_the_fit_job(make_user, anon) -> None:  # type: ignore[no-untyped-def]

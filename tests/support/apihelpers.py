@@ -6,7 +6,7 @@ import itertools
 
 from fastapi.testclient import TestClient
 
-from tests.support.factories import photo_png
+from tests.support.webdata import photo_png
 
 _tokens = itertools.count()
 
@@ -36,7 +36,7 @@ def mark_ready(concept_id: str, file_bytes: bytes | None = None, samples: int = 
     from app.generations.models import GeneratedImage, Generation
     from app.jobs.models import Job, JobState
     from app.storage import DatabaseBlobStore
-    from tests.support.factories import concept_file
+    from tests.support.webdata import concept_file
 
     with session_scope() as session:
         concept = session.get(Concept, uuid.UUID(concept_id))
