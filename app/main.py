@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import REPO_ROOT, get_settings
 from app.health.routes import router as health_router
+from app.jobs.routes import router as jobs_router
 
 log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
@@ -25,8 +26,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One command, no services: bring the SQLite schema up to date and run a worker here.
         from app.migrate import upgrade
         from workers.embedded import start_embedded_worker
+        from workers.sweeper import sweep
 
         upgrade()
+        sweep(orphaned_running=True)  # jobs this process ran before it stopped, or queued
         worker = start_embedded_worker()
         log.info("embedded worker started")
         yield
@@ -40,6 +43,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(health_router)
+    app.include_router(jobs_router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
