@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.config import REPO_ROOT, get_settings
 from app.health.routes import router as health_router
+from app.security.install import install_security
 
 log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
@@ -38,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the app for the current settings."""
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
+    install_security(app)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(health_router)
 
