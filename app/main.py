@@ -6,17 +6,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
+from app.concepts.routes import router as concepts_router
 from app.config import REPO_ROOT, get_settings
+from app.generations.routes import router as generations_router
 from app.health.routes import router as health_router
+from app.pages.routes import router as pages_router
 from app.security.install import install_security
+from app.users.routes import router as users_router
 
 log = logging.getLogger(__name__)
-templates = Jinja2Templates(directory=REPO_ROOT / "templates")
 
 
 @asynccontextmanager
@@ -42,9 +43,8 @@ def create_app() -> FastAPI:
     install_security(app)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(health_router)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(request: Request) -> HTMLResponse:
-        return templates.TemplateResponse(request, "home.html", {})
-
+    app.include_router(users_router)
+    app.include_router(concepts_router)
+    app.include_router(generations_router)
+    app.include_router(pages_router)
     return app
