@@ -58,6 +58,26 @@ class Settings(BaseSettings):
     max_active_jobs: int = 3
     """Queued plus running jobs one person may have at once."""
 
+    # --- Jobs and workers (reliability knobs; tests shorten the intervals) ---
+    model_cache_size: int = 1
+    """Base models a worker process keeps loaded (LRU by count)."""
+    fit_batch_size: int = 4
+    fit_grad_accum: int = 4
+    fit_checkpoint_every: int = 25
+    """Steps between fit checkpoints a retried attempt resumes from (0 = never)."""
+    fit_preview_every: int = 50
+    """Steps between preview images published while fitting (0 = never)."""
+    sample_steps: int = 25
+    """Denoising steps of the sample images stored after a fit."""
+    job_time_limit_s: int = 2 * 3600
+    """Hard limit of one job attempt; the broker's visibility timeout is derived from it."""
+    job_heartbeat_s: float = 5.0
+    job_stale_after_s: float = 30.0
+    """A running job whose heartbeat is older than this is taken to have lost its worker."""
+    job_requeue_after_s: float = 600.0
+    """A job still queued this long after its last message is sent a new one (lost message)."""
+    sweep_interval_s: float = 15.0
+
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
         if self.env == "production":

@@ -13,6 +13,7 @@ from app.concepts.routes import router as concepts_router
 from app.config import REPO_ROOT, get_settings
 from app.generations.routes import router as generations_router
 from app.health.routes import router as health_router
+from app.jobs.routes import router as jobs_router
 from app.pages.routes import router as pages_router
 from app.security.install import install_security
 from app.users.routes import router as users_router
@@ -27,8 +28,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One command, no services: bring the SQLite schema up to date and run a worker here.
         from app.migrate import upgrade
         from workers.embedded import start_embedded_worker
+        from workers.sweeper import sweep
 
         upgrade()
+        sweep(orphaned_running=True)  # jobs this process ran before it stopped, or queued
         worker = start_embedded_worker()
         log.info("embedded worker started")
         yield
@@ -47,4 +50,5 @@ def create_app() -> FastAPI:
     app.include_router(concepts_router)
     app.include_router(generations_router)
     app.include_router(pages_router)
+    app.include_router(jobs_router)
     return app
