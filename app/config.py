@@ -41,7 +41,7 @@ class Settings(BaseSettings):
 
     # Hostile-input bounds (app/uploads, app/concepts/files, app/security/ratelimit).
     upload_max_files: int = 20
-    upload_max_file_bytes: int = 15 * 1024 * 1024
+    upload_max_file_bytes: int = 10 * 1024 * 1024
     upload_max_total_bytes: int = 60 * 1024 * 1024
     request_max_body_bytes: int = 1024 * 1024
     """Every other request body (JSON, forms); upload routes get the upload limits above."""
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     auth_window_s: int = 300
     fits_per_hour: int = 10
     generations_per_hour: int = 120
-    max_active_jobs: int = 3
+    max_active_jobs: int = 8
     """Queued plus running jobs one person may have at once."""
 
     # --- Jobs and workers (reliability knobs; tests shorten the intervals) ---

@@ -17,7 +17,13 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.concepts.models import Concept
 from app.config import Settings, get_settings
+from app.jobs.models import Job, JobKind, JobState
+from app.storage.models import Blob
 
 FORMAT = "perfusion-concept"
 FORMAT_VERSION = "1"
@@ -217,3 +223,28 @@ def inspect_concept_file(
         schema=schema,
         metadata=meta,
     )
+
+
+def reference_schema(session: Session, base_model: str) -> ConceptSchema | None:
+    """The schema of the newest concept *fitted here* on this base model (imports don't count,
+    so a forged first import cannot become the yardstick); None before the first fit."""
+    fitted = select(Job.concept_id).where(Job.kind == JobKind.fit, Job.state == JobState.succeeded)
+    blob_id = session.scalar(
+        select(Concept.file_blob_id)
+        .where(
+            Concept.base_model == base_model,
+            Concept.file_blob_id.is_not(None),
+            Concept.id.in_(fitted),
+        )
+        .order_by(Concept.updated_at.desc())
+        .limit(1)
+    )
+    blob = session.get(Blob, blob_id) if blob_id else None
+    if blob is None:
+        return None
+    try:
+        return inspect_concept_file(
+            blob.data, settings=Settings(concept_file_max_bytes=1 << 30)
+        ).schema
+    except ConceptFileRejected:
+        return None

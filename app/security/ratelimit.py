@@ -25,8 +25,8 @@ ACTIVE_JOB_RETRY_AFTER_S = 30
 
 
 class Counter(Protocol):
-    def hit(self, key: str, window_s: int, now: float) -> int:
-        """Count one event in the window containing `now`; return the window's count."""
+    def hit(self, key: str, window_s: int, now: float, amount: int = 1) -> int:
+        """Count `amount` events in the window containing `now`; return the window's count."""
         ...
 
 
@@ -37,13 +37,13 @@ class MemoryCounter:
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (window index, count)
 
-    def hit(self, key: str, window_s: int, now: float) -> int:
+    def hit(self, key: str, window_s: int, now: float, amount: int = 1) -> int:
         window = int(now // window_s)
         with self._lock:
             if len(self._counts) > 100_000:  # forget finished windows; bounded memory
                 self._counts = {k: v for k, v in self._counts.items() if v[0] >= window}
             seen, count = self._counts.get(key, (window, 0))
-            count = count + 1 if seen == window else 1
+            count = (count if seen == window else 0) + amount
             self._counts[key] = (window, count)
             return count
 
@@ -56,11 +56,11 @@ class RedisCounter:
 
         self._redis = redis.Redis.from_url(url, socket_timeout=2)
 
-    def hit(self, key: str, window_s: int, now: float) -> int:
+    def hit(self, key: str, window_s: int, now: float, amount: int = 1) -> int:
         window = int(now // window_s)
         name = f"studio:rl:{key}:{window}"
         pipe = self._redis.pipeline()
-        pipe.incr(name)
+        pipe.incrby(name, amount)
         pipe.expire(name, window_s + 1)
         count, _ = pipe.execute()
         return int(count)
@@ -81,10 +81,12 @@ def too_many(message: str, retry_after_s: int) -> HTTPException:
     )
 
 
-def enforce(key: str, limit: int, window_s: int, message: str, counter: Counter) -> None:
+def enforce(
+    key: str, limit: int, window_s: int, message: str, counter: Counter, amount: int = 1
+) -> None:
     """429 once `key` has been hit more than `limit` times in the current window."""
     now = time.time()
-    if counter.hit(key, window_s, now) > limit:
+    if counter.hit(key, window_s, now, amount) > limit:
         retry = max(1, math.ceil(window_s - now % window_s))
         raise too_many(message, retry)
 
@@ -124,11 +126,11 @@ def active_job_count(session: Session, user: User) -> int:
 
 
 def enforce_job_quota(
-    session: Session, user: User, kind: JobKind, settings: Settings | None = None
+    session: Session, user: User, kind: JobKind, settings: Settings | None = None, count: int = 1
 ) -> None:
-    """Call before creating a fit or generation job: active-job cap, then hourly rate."""
+    """Call before creating `count` fit or generation jobs: active-job cap, then hourly rate."""
     settings = settings or get_settings()
-    if active_job_count(session, user) >= settings.max_active_jobs:
+    if active_job_count(session, user) + count > settings.max_active_jobs:
         raise too_many(
             f"You already have {settings.max_active_jobs} jobs queued or running; "
             "wait for one to finish.",
@@ -141,4 +143,5 @@ def enforce_job_quota(
         3600,
         f"Hourly limit of {per_hour} {kind.value} jobs reached.",
         get_counter(settings),
+        count,
     )

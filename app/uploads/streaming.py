@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from fastapi import HTTPException, status
 
@@ -40,6 +40,38 @@ async def read_limited(
             raise too_large(f"the files together are larger than {max_total:,} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+class SyncReadable(Protocol):
+    filename: str | None
+    file: BinaryIO
+
+
+def read_upload_files(
+    uploads: Sequence[SyncReadable], settings: Settings | None = None
+) -> list[tuple[str, bytes]]:
+    """`read_uploads` for sync routes: reads each `UploadFile.file` in chunks."""
+    settings = settings or get_settings()
+    if len(uploads) > settings.upload_max_files:
+        raise too_large(f"too many files ({len(uploads)}; at most {settings.upload_max_files})")
+    files: list[tuple[str, bytes]] = []
+    total = 0
+    for upload in uploads:
+        name = upload.filename or "upload"
+        parts: list[bytes] = []
+        size = 0
+        while chunk := upload.file.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > settings.upload_max_file_bytes:
+                raise too_large(f"{name}: larger than {settings.upload_max_file_bytes:,} bytes")
+            if total + size > settings.upload_max_total_bytes:
+                raise too_large(
+                    f"the files together are larger than {settings.upload_max_total_bytes:,} bytes"
+                )
+            parts.append(chunk)
+        total += size
+        files.append((name, b"".join(parts)))
+    return files
 
 
 async def read_uploads(
