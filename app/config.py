@@ -39,6 +39,25 @@ class Settings(BaseSettings):
     fit_steps: int = 400
     """Default optimisation steps of a fit (the toy world needs far fewer; see the model card)."""
 
+    # Hostile-input bounds (app/uploads, app/concepts/files, app/security/ratelimit).
+    upload_max_files: int = 20
+    upload_max_file_bytes: int = 10 * 1024 * 1024
+    upload_max_total_bytes: int = 60 * 1024 * 1024
+    request_max_body_bytes: int = 1024 * 1024
+    """Every other request body (JSON, forms); upload routes get the upload limits above."""
+    image_max_pixels: int = 40_000_000
+    image_min_side: int = 32
+    image_store_max_side: int = 2048
+    """Stored photos are downscaled to at most this many pixels on their longest side."""
+    concept_file_max_bytes: int = 1024 * 1024
+    auth_attempts_per_window: int = 10
+    """Sign-in / sign-up attempts per client IP and username per `auth_window_s`."""
+    auth_window_s: int = 300
+    fits_per_hour: int = 10
+    generations_per_hour: int = 120
+    max_active_jobs: int = 8
+    """Queued plus running jobs one person may have at once."""
+
     # --- Jobs and workers (reliability knobs; tests shorten the intervals) ---
     model_cache_size: int = 1
     """Base models a worker process keeps loaded (LRU by count)."""

@@ -15,6 +15,7 @@ from app.generations.routes import router as generations_router
 from app.health.routes import router as health_router
 from app.jobs.routes import router as jobs_router
 from app.pages.routes import router as pages_router
+from app.security.install import install_security
 from app.users.routes import router as users_router
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the app for the current settings."""
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
+    install_security(app)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(health_router)
     app.include_router(users_router)
@@ -49,5 +51,4 @@ def create_app() -> FastAPI:
     app.include_router(generations_router)
     app.include_router(pages_router)
     app.include_router(jobs_router)
-
     return app

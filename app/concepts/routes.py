@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from app.auth.deps import CurrentUser
 from app.concepts import service
 from app.concepts.access import Need, ViewerDep, get_concept
+from app.concepts.filecheck import ConceptFileRejected, inspect_concept_file, reference_schema
 from app.concepts.models import Visibility
 from app.concepts.schemas import (
     ConceptOut,
@@ -24,6 +25,9 @@ from app.concepts.schemas import (
 from app.concepts.service import ConceptError, Upload
 from app.deps import SessionDep, SettingsDep
 from app.generations.service import resolve_tokens, resolved
+from app.jobs.models import JobKind
+from app.security.ratelimit import enforce_job_quota
+from app.uploads.streaming import read_upload_files
 
 router = APIRouter(prefix="/api/concepts", tags=["concepts"])
 
@@ -59,12 +63,10 @@ def create_concept(
     seed: Annotated[int | None, Form(ge=0, le=2**32 - 1)] = None,
 ) -> CreatedOut:
     """Upload photos and start teaching the model the subject (a fit job)."""
+    enforce_job_quota(session, user, JobKind.fit, settings)
     if len(images) > service.MAX_PHOTOS:
         raise HTTPException(422, f"Upload at most {service.MAX_PHOTOS} photos.")
-    uploads = [
-        Upload(img.filename or f"photo {i + 1}", _read(img, service.MAX_PHOTO_BYTES))
-        for i, img in enumerate(images)
-    ]
+    uploads = [Upload(name, data) for name, data in read_upload_files(images, settings)]
     try:
         concept, job = service.create_concept(
             session, settings, user, name=name, token=token, superclass=superclass,
@@ -127,7 +129,11 @@ def import_concept(
     visibility: Annotated[Visibility, Form()] = Visibility.private,
 ) -> ConceptOut:
     """Add a concept from a downloaded file (checked against this studio's base model)."""
-    data = _read(file, service.conceptfile.MAX_FILE_BYTES)
+    data = _read(file, settings.concept_file_max_bytes)
+    try:
+        inspect_concept_file(data, reference_schema(session, settings.base_model), settings)
+    except ConceptFileRejected as exc:
+        raise HTTPException(exc.status_code, str(exc)) from None
     try:
         concept = service.import_concept(session, settings, user, data, name, visibility)
     except ConceptError as exc:

@@ -147,7 +147,7 @@ def create_concept(
         try:
             image = sanitize_image(upload.data, upload.filename)
         except UploadRejected as exc:
-            raise ConceptError(422, str(exc)) from None
+            raise ConceptError(exc.status_code, str(exc)) from None
         blob_id = store.put(image.data, image.content_type)
         session.add(
             ConceptPhoto(

@@ -20,6 +20,8 @@ from app.generations.schemas import (
     SweepCreated,
     SweepIn,
 )
+from app.jobs.models import JobKind
+from app.security.ratelimit import enforce_job_quota
 from app.storage import DatabaseBlobStore
 
 router = APIRouter(tags=["generations"])
@@ -36,6 +38,7 @@ def create_generation(
     body: GenerationIn, user: CurrentUser, viewer: ViewerDep, session: SessionDep
 ) -> GenerationCreated:
     """Generate 1–4 images; `<tokens>` of concepts you may use are applied."""
+    enforce_job_quota(session, user, JobKind.generate)
     page_concept = _page_concept(session, viewer, body)
     return service.create_generation(session, viewer, user, body, page_concept)
 
@@ -45,6 +48,7 @@ def strength_sweep(
     body: SweepIn, user: CurrentUser, viewer: ViewerDep, session: SessionDep
 ) -> SweepCreated:
     """One seed, several strengths (default 5): one single-image generation per strength."""
+    enforce_job_quota(session, user, JobKind.generate, count=len(body.strengths))
     page_concept = _page_concept(session, viewer, body)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**32)
     sweep = uuid.uuid4().hex[:12]

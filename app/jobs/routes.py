@@ -20,6 +20,7 @@ from app.jobs.events import QueueEvent, StateEvent
 from app.jobs.models import Job, JobState
 from app.jobs.progress import get_progress_bus
 from app.jobs.schemas import JobOut
+from app.security.websockets import websocket_origin_ok
 from app.users.models import User
 
 router = APIRouter(tags=["jobs"])
@@ -89,8 +90,7 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID, after: str | None 
     (`?after=<id>`). Closes (1000) after the job's final state event.
     """
     await websocket.accept()  # before closing, so the browser sees our close code
-    origin = websocket.headers.get("origin")
-    if origin is not None and origin.rstrip("/") != get_settings().origin:
+    if not websocket_origin_ok(websocket, get_settings()):
         await websocket.close(WS_FORBIDDEN_ORIGIN)
         return
     if await run_in_threadpool(_status, job_id, websocket) is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app.auth.deps import CurrentUser
 from app.auth.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S, make_session_value
 from app.config import Settings
 from app.deps import SessionDep, SettingsDep
+from app.security.ratelimit import enforce_auth_rate
 from app.users import service
 from app.users.models import User
 from app.users.schemas import Credentials, LoginIn, NewTokenOut, TokenIn, TokenOut, UserOut
@@ -35,9 +36,14 @@ def _user_out(user: User) -> UserOut:
 
 @router.post("/api/auth/signup", status_code=status.HTTP_201_CREATED)
 def signup(
-    body: Credentials, session: SessionDep, settings: SettingsDep, response: Response
+    body: Credentials,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
 ) -> UserOut:
     """Create an account and sign it in (sets the `studio_session` cookie)."""
+    enforce_auth_rate(request, body.username, "signup", settings)
     try:
         user = service.sign_up(session, body.username, body.password)
     except service.UsernameTaken:
@@ -47,8 +53,11 @@ def signup(
 
 
 @router.post("/api/auth/login")
-def login(body: LoginIn, session: SessionDep, settings: SettingsDep, response: Response) -> UserOut:
+def login(
+    body: LoginIn, session: SessionDep, settings: SettingsDep, request: Request, response: Response
+) -> UserOut:
     """Sign in (sets the `studio_session` cookie). Failures say nothing about which part."""
+    enforce_auth_rate(request, body.username, "login", settings)
     user = service.authenticate(session, body.username, body.password)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Wrong username or password.")
