@@ -36,7 +36,7 @@ def start_concept(page, base: str, photos: list[Path], name: str, steps: int) ->
     token = "<" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ">"
     assert page.input_value("#token") == token  # suggested from the name
     page.wait_for_selector("#token-hint.ok")  # and checked to be free
-    page.click("#superclass-suggestions [data-superclass=circle]")
+    page.click("#superclass-suggestions [data-superclass=toy]")
     page.click("#advanced summary")
     page.fill("#steps", str(steps))
     page.fill("#seed", "1")
