@@ -254,6 +254,8 @@ def fit_concept(
         raise ValueError("need at least one training image")
     if masks is not None and len(masks) != len(images):
         raise ValueError("one mask per image")
+    if getattr(pipe, "_perfusion_applied", None) is not None:
+        raise RuntimeError("remove applied concepts before fitting (remove_concepts(pipe))")
     fingerprint = model_fingerprint(pipe)
     if covariance.base_fingerprint and covariance.base_fingerprint != fingerprint:
         raise ConceptMismatch("the covariance was computed on another base model")
