@@ -1,6 +1,7 @@
-// Follow a job live. Uses the jobs engineer's progress.js (`watchJob(jobId, {onEvent, onClose})`,
-// a websocket that replays every event after a reload or reconnect); if that module is not
-// available, polls `poll()` instead (it returns true once the job is finished).
+// Follow a job live. Uses the jobs engineer's progress.js (`watchJob(jobId, {onEvent, onClose})`)
+// when it is there; otherwise speaks the same protocol itself: WS /ws/jobs/{id}?after=<id>
+// replays every event after the cursor, so a reload or a dropped connection loses nothing.
+// If the socket cannot be used, polls `poll()` (it returns the job's state).
 
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
 
@@ -30,9 +31,30 @@ export async function follow(jobId, { onEvent, onFinish, poll, pollMs = 1500 }) 
     });
     return;
   } catch (error) {
-    // progress.js missing or failing: fall back to polling
+    // progress.js missing or failing: use the websocket directly
   }
-  pollUntilDone();
+  if ("WebSocket" in window) socket(null, 0);
+  else pollUntilDone();
+
+  function socket(after, failures) {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    const query = after ? `?after=${encodeURIComponent(after)}` : "";
+    const ws = new WebSocket(`${scheme}://${window.location.host}/ws/jobs/${jobId}${query}`);
+    let cursor = after;
+    let received = false;
+    ws.addEventListener("message", (message) => {
+      received = true;
+      const data = JSON.parse(message.data);
+      if (data.id) cursor = data.id;
+      handle(data);
+    });
+    ws.addEventListener("close", (close) => {
+      if (finished) return;
+      if (close.code >= 4000 || failures >= 5) { pollUntilDone(); return; }
+      const next = received ? 0 : failures + 1;
+      setTimeout(() => socket(cursor, next), 500 * (next + 1));
+    });
+  }
 
   async function pollUntilDone() {
     while (!finished) {
