@@ -12,7 +12,9 @@ from workers.perfusion import (
     GenerationCanceled,
     apply_concepts,
     generate,
+    load_concepts_into,
     remove_concepts,
+    save_concept,
     strength_to_control,
 )
 from workers.perfusion.processor import PerfusionAttnProcessor, score_and_energy
@@ -131,3 +133,22 @@ def test_different_seeds_give_different_images(tiny_pipe):
     b = pixels(generate(tiny_pipe, PROMPTS[0], steps=2, seed=1)[0])
     assert not np.array_equal(a, b)
     assert torch.is_grad_enabled()
+
+
+def test_load_concepts_into_plain_pipeline(tiny_pipe, fitted, tmp_path):
+    path = tmp_path / "sks.safetensors"
+    save_concept(fitted["concept"], path)
+    before = pixels(
+        tiny_pipe(
+            "a red cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        ).images[0]
+    )
+    with load_concepts_into(tiny_pipe, path, strength=0.8) as handle:
+        assert handle.edit.beta.tolist() == pytest.approx([strength_to_control(0.8).beta])
+        tiny_pipe("a <sks> on grass", num_inference_steps=2)
+    after = pixels(
+        tiny_pipe(
+            "a red cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        ).images[0]
+    )
+    assert np.array_equal(before, after)
