@@ -123,3 +123,27 @@ def test_size_and_base_model_bounds() -> None:
     assert exc.value.status_code == 413
     other = ConceptSchema(4, (("down.attn2", 8), ("mid.attn2", 6)))
     assert "different base model" in rejected(build(), 422, expected=other)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        {"down_blocks.0.attentions.0.transformer_blocks.0.attn2": 8, "mid_block.attn2": 6},
+        {"custom.layer": 8, "other-layer": 6},  # names the library keeps unabbreviated
+    ],
+)
+def test_files_the_perfusion_library_writes_pass(layers: dict[str, int]) -> None:
+    """Contract with workers/perfusion: what concept_to_bytes writes, the web accepts."""
+    import torch
+
+    from workers.perfusion.concept import Concept, concept_to_bytes
+
+    vec = torch.linspace(-1, 1, 4)
+    concept = Concept(
+        token="<rex>", superclass="dog", token_embedding=vec, i_star=vec, e_super=vec, o_k={},
+        o_v={name: torch.ones(width) for name, width in layers.items()}, score=vec,
+        i_star_energy=2.0, base_model_id="toy", base_fingerprint="f", training={"steps": 3},
+    )  # fmt: skip
+    info = inspect_concept_file(concept_to_bytes(concept), settings=Settings())
+    assert info.schema.dim == 4 and [w for _, w in info.schema.layers] == [8, 6]
+    assert info.token == "<rex>" and info.base_fingerprint == "f"
