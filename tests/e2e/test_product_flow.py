@@ -80,6 +80,9 @@ def test_upload_fit_generate_download_share_revoke(studio: Stack, browser, photo
     results.first.wait_for(timeout=FIT_TIMEOUT_MS)
     first_image_s = time.monotonic() - started
     expect(results).to_have_count(2, timeout=FIT_TIMEOUT_MS)
+    for src in [results.nth(i).get_attribute("src") for i in range(2)]:
+        served = page.request.get(f"{base}{src}")
+        assert served.ok and served.body().startswith(b"\x89PNG"), src
     print(f"\nupload → ready {fitted_s:.1f} s; upload → first image {first_image_s:.1f} s")
     page.wait_for_selector("[data-testid=history-item]")
 
