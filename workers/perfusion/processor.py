@@ -31,6 +31,11 @@ class TextSpaceEdit:
     beta: torch.Tensor  # (m,)
     tau: torch.Tensor  # (m,)
     key_states: torch.Tensor | None = None  # global locking: K pathway input, or None
+    positions: torch.Tensor | None = None
+    """(B, L) mask of the token positions the edit applies to, or None for all. `generate`
+    sets it to the prompt's real tokens (BOS, words, first EOS): the positions C was measured
+    on. Padding lies outside C's distribution, where s(e) is not ~0, so editing it would move
+    prompts that do not contain the concept."""
 
 
 def concept_basis(
@@ -97,7 +102,11 @@ def edited_projection(
         gate = torch.sigmoid((s - edit.beta) / edit.tau)
         added = gate @ targets.float()
     out = linear(removed.to(e.dtype))
-    return out + added.to(out.dtype)
+    out = out + added.to(out.dtype)
+    mask = edit.positions
+    if mask is not None and tuple(mask.shape) == tuple(e.shape[:2]):
+        out = torch.where(mask[..., None].to(out.device), out, linear(e))
+    return out
 
 
 def single_concept_projection(

@@ -96,3 +96,13 @@ def test_covariance_uses_non_padding_positions_and_ridge(tiny_pipe):
     all_rows = enc.reshape(-1, enc.shape[-1])
     c_all = all_rows.T @ all_rows / all_rows.shape[0]
     assert not torch.allclose(c, c_all, rtol=1e-2, atol=1e-3)  # padding excluded on purpose
+
+
+def test_positions_outside_the_mask_get_the_unedited_projection():
+    """Padding is outside the distribution C describes: `generate` leaves it unedited."""
+    _, i_star, linear, target, edit = one_concept(seed=4, beta=-100.0, tau=1.0)
+    e = torch.stack([i_star, i_star, torch.randn(D)])[None]  # (1, 3, D)
+    edit.positions = torch.tensor([[True, False, False]])
+    out = edited_projection(linear, e, edit, target[None])[0]
+    torch.testing.assert_close(out[0], target, atol=1e-5, rtol=1e-5)  # edited
+    torch.testing.assert_close(out[1:], linear(e[0, 1:]))  # untouched, even i* itself
