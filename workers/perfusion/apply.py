@@ -1,0 +1,183 @@
+"""Apply concepts to a diffusers pipeline (processors + temporary tokens) and remove them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+from .concept import Concept, ConceptMismatch, load_concept, validate_concept
+from .pipeline import TokenPatch, cross_attention_layers, model_fingerprint
+from .processor import PerfusionAttnProcessor, TextSpaceEdit, make_text_edit
+
+BETA_WEAKEST = 0.9
+BETA_STRONGEST = 0.5
+DEFAULT_TAU = 0.15
+
+
+@dataclass
+class ConceptControl:
+    """Inference gate of one concept: lower beta = stronger concept, tau = gate softness."""
+
+    beta: float = 0.7
+    tau: float = DEFAULT_TAU
+
+
+def strength_to_control(strength: float) -> ConceptControl:
+    """Map strength in [0, 1] linearly onto beta: 0 → 0.9 (weakest), 0.5 → 0.7, 1 → 0.5.
+
+    0.5 gives the paper's default beta 0.7; tau stays at 0.15 (above the training tau 0.1).
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    beta = BETA_WEAKEST - strength * (BETA_WEAKEST - BETA_STRONGEST)
+    return ConceptControl(beta=beta, tau=DEFAULT_TAU)
+
+
+def key_target(attn: Attention, e_super: torch.Tensor) -> torch.Tensor:
+    """Locked key target o*_K = W_k e_super (float32, no bias)."""
+    weight = attn.to_k.weight
+    return F.linear(e_super.to(weight.device, torch.float32), weight.float())
+
+
+def key_targets(concept: Concept, pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
+    """The concept's o*_K per layer: as stored in memory, else recomputed from e_super."""
+    if concept.o_k:
+        return concept.o_k
+    return {n: key_target(a, concept.e_super) for n, a in cross_attention_layers(pipe.unet).items()}
+
+
+def install_processors(
+    unet: nn.Module,
+    edit: TextSpaceEdit,
+    o_k: dict[str, torch.Tensor],
+    o_v: dict[str, list[torch.Tensor]],
+) -> dict[str, object]:
+    """Swap a PerfusionAttnProcessor onto every cross-attention layer; return the originals."""
+    original = dict(unet.attn_processors)
+    swapped = dict(original)
+    for name in cross_attention_layers(unet):
+        swapped[f"{name}.processor"] = PerfusionAttnProcessor(edit, o_k[name], o_v[name])
+    unet.set_attn_processor(swapped)  # set_attn_processor pops from the dict it is given
+    return original
+
+
+class AppliedConcepts:
+    """Handle of concepts applied to a pipeline; `remove()` (or leaving a `with`) undoes it."""
+
+    def __init__(
+        self,
+        pipe: StableDiffusionPipeline,
+        concepts: list[Concept],
+        edit: TextSpaceEdit,
+        tokens: TokenPatch,
+        original_processors: dict[str, object],
+        global_locking: bool,
+    ) -> None:
+        self.pipe = pipe
+        self.concepts = concepts
+        self.edit = edit
+        self.tokens = tokens
+        self.original_processors = original_processors
+        self.global_locking = global_locking
+        self.active = True
+
+    def remove(self) -> None:
+        """Restore the original processors, tokenizer and embedding module (idempotent)."""
+        if not self.active:
+            return
+        self.pipe.unet.set_attn_processor(dict(self.original_processors))
+        self.tokens.remove()
+        self.active = False
+        if getattr(self.pipe, "_perfusion_applied", None) is self:
+            self.pipe._perfusion_applied = None
+
+    def __enter__(self) -> AppliedConcepts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def apply_concepts(
+    pipe: StableDiffusionPipeline,
+    concepts: list[Concept],
+    controls: list[ConceptControl] | None = None,
+    global_locking: bool = False,
+) -> AppliedConcepts:
+    """Apply concepts (replacing any applied before); their tokens work in ordinary prompts.
+
+    All concepts must come from this base model and share one covariance. `controls` gives
+    each concept's beta/tau; default: the concept's own defaults.
+    """
+    remove_concepts(pipe)
+    concepts = list(concepts)
+    if not concepts:
+        raise ValueError("apply_concepts needs at least one concept")
+    if controls is None:
+        controls = [ConceptControl(c.default_beta, c.default_tau) for c in concepts]
+    if len(controls) != len(concepts):
+        raise ValueError("one control per concept")
+    tokens = [c.token for c in concepts]
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"concept tokens must differ, got {tokens}")
+    model_fingerprint(pipe)  # cache it while the tokenizer is still the base one
+    for concept in concepts:
+        validate_concept(concept, pipe)
+    if len({c.covariance_fingerprint for c in concepts}) != 1:
+        raise ConceptMismatch("concepts were trained with different covariances; refit them")
+
+    device = pipe.unet.device
+    enc_dtype = pipe.text_encoder.dtype
+    vectors = torch.stack([c.token_embedding for c in concepts]).to(device, enc_dtype)
+    edit = make_text_edit(
+        torch.stack([c.i_star for c in concepts]).to(device, torch.float32),
+        torch.stack([c.score for c in concepts]).to(device, torch.float32),
+        torch.tensor([c.i_star_energy for c in concepts], device=device),
+        [ctl.beta for ctl in controls],
+        [ctl.tau for ctl in controls],
+    )
+    layers = cross_attention_layers(pipe.unet)
+    all_o_k = [key_targets(c, pipe) for c in concepts]
+    o_k = {n: torch.stack([k[n].to(device, torch.float32) for k in all_o_k]) for n in layers}
+    o_v = {n: [c.o_v[n].to(device, torch.float32) for c in concepts] for n in layers}
+    patch = TokenPatch.add(pipe, tokens, vectors)
+    try:
+        original = install_processors(pipe.unet, edit, o_k, o_v)
+    except Exception:
+        patch.remove()
+        raise
+    handle = AppliedConcepts(pipe, concepts, edit, patch, original, global_locking)
+    pipe._perfusion_applied = handle
+    return handle
+
+
+def remove_concepts(pipe: StableDiffusionPipeline) -> None:
+    """Remove whatever concepts are applied to the pipeline (no-op if none)."""
+    handle = getattr(pipe, "_perfusion_applied", None)
+    if handle is not None:
+        handle.remove()
+
+
+def load_concepts_into(
+    pipe: StableDiffusionPipeline,
+    *paths: str | Path,
+    strength: float | list[float] | None = None,
+    global_locking: bool = False,
+) -> AppliedConcepts:
+    """One call for plain diffusers use: load concept files and apply them.
+
+    >>> with load_concepts_into(pipe, "dog.safetensors"):
+    ...     pipe("a <my-dog> on the moon").images
+    """
+    concepts = [load_concept(p) for p in paths]
+    controls = None
+    if strength is not None:
+        strengths = strength if isinstance(strength, list) else [strength] * len(concepts)
+        controls = [strength_to_control(s) for s in strengths]
+    return apply_concepts(pipe, concepts, controls, global_locking)

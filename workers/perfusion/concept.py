@@ -1,0 +1,181 @@
+"""A trained concept, its safetensors file format and its compatibility checks."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from .pipeline import cross_attention_layers, model_fingerprint
+
+FORMAT = "perfusion-concept"
+FORMAT_VERSION = 1
+VECTORS = ("token_embedding", "i_star", "e_super", "score")
+
+
+class ConceptMismatch(Exception):
+    """The concept does not fit this base model (fingerprint, layer names or shapes)."""
+
+
+class ConceptFormatError(ValueError):
+    """The data is not a Perfusion concept file (e.g. a pickle, or a foreign safetensors file)."""
+
+
+@dataclass
+class Concept:
+    """Everything a concept adds to a base model.
+
+    `score` is P i* / (i*ᵀ P i*) with P = (C + λI)⁻¹, so s(e) = eᵀ score, and `i_star_energy`
+    is i*ᵀ P i*: together they replace C in the file. `o_k` (W_k e_super per layer) is not stored;
+    it is empty after loading and recomputed from `e_super` when the concept is applied.
+    """
+
+    token: str
+    superclass: str
+    token_embedding: torch.Tensor  # (D,) input word embedding of the new token
+    i_star: torch.Tensor  # (D,)
+    e_super: torch.Tensor  # (D,) superclass encoding
+    o_k: dict[str, torch.Tensor]  # layer name -> (out_k,) locked key targets
+    o_v: dict[str, torch.Tensor]  # layer name -> (out_v,) trained value targets
+    score: torch.Tensor  # (D,)
+    i_star_energy: float
+    default_beta: float = 0.7
+    default_tau: float = 0.15
+    base_fingerprint: str = ""
+    covariance_fingerprint: str = ""
+    base_model_id: str = ""
+    training: dict = field(default_factory=dict)
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    if len(data) < 8:
+        raise ConceptFormatError("not a safetensors file (too short)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8 or header_len > 10_000_000:
+        raise ConceptFormatError("not a safetensors file (bad header length)")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConceptFormatError("not a safetensors file (header is not JSON)") from exc
+    if not isinstance(header, dict):
+        raise ConceptFormatError("not a safetensors file (header is not an object)")
+    return header.get("__metadata__") or {}
+
+
+def concept_to_bytes(concept: Concept, dtype: torch.dtype = torch.float16) -> bytes:
+    """Serialise to safetensors: five flat tensors plus string metadata (no o*_K, no pickle)."""
+    layers = list(concept.o_v)
+    tensors = {name: getattr(concept, name).detach().to("cpu", dtype) for name in VECTORS}
+    tensors["o_v"] = torch.cat([concept.o_v[n].detach().reshape(-1) for n in layers]).to(dtype)
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "token": concept.token,
+        "superclass": concept.superclass,
+        "base_model_id": concept.base_model_id,
+        "base_fingerprint": concept.base_fingerprint,
+        "covariance_fingerprint": concept.covariance_fingerprint,
+        "default_beta": repr(float(concept.default_beta)),
+        "default_tau": repr(float(concept.default_tau)),
+        "i_star_energy": repr(float(concept.i_star_energy)),
+        "layers": json.dumps([[n, concept.o_v[n].numel()] for n in layers], separators=(",", ":")),
+        "training": json.dumps(concept.training, separators=(",", ":"), sort_keys=True),
+    }
+    return save_safetensors({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
+
+
+def concept_from_bytes(data: bytes) -> Concept:
+    """Parse a concept file; raises ConceptFormatError or ConceptMismatch (inconsistent shapes)."""
+    meta = _metadata(data)
+    if meta.get("format") != FORMAT:
+        raise ConceptFormatError("not a Perfusion concept file (missing format metadata)")
+    if int(meta.get("format_version", "0")) != FORMAT_VERSION:
+        raise ConceptFormatError(f"unsupported concept format version {meta['format_version']}")
+    try:
+        tensors = load_safetensors(data)
+        layers = [(str(n), int(d)) for n, d in json.loads(meta["layers"])]
+        training = json.loads(meta["training"])
+    except Exception as exc:  # any parse failure means a damaged file
+        raise ConceptFormatError(f"damaged concept file: {exc}") from exc
+    missing = {*VECTORS, "o_v"} - tensors.keys()
+    if missing:
+        raise ConceptMismatch(f"concept file lacks tensors {sorted(missing)}")
+    dims = {tensors[n].shape for n in VECTORS}
+    if len(dims) != 1 or len(next(iter(dims))) != 1:
+        raise ConceptMismatch(f"concept vectors have inconsistent shapes {sorted(dims)}")
+    flat = tensors["o_v"].float()
+    if flat.ndim != 1 or flat.numel() != sum(d for _, d in layers):
+        raise ConceptMismatch(
+            f"o_v has {flat.numel()} values but the layer list needs {sum(d for _, d in layers)}"
+        )
+    o_v = dict(zip([n for n, _ in layers], flat.split([d for _, d in layers]), strict=True))
+    return Concept(
+        token=meta["token"],
+        superclass=meta["superclass"],
+        token_embedding=tensors["token_embedding"].float(),
+        i_star=tensors["i_star"].float(),
+        e_super=tensors["e_super"].float(),
+        o_k={},
+        o_v={n: v.clone() for n, v in o_v.items()},
+        score=tensors["score"].float(),
+        i_star_energy=float(meta["i_star_energy"]),
+        default_beta=float(meta["default_beta"]),
+        default_tau=float(meta["default_tau"]),
+        base_fingerprint=meta["base_fingerprint"],
+        covariance_fingerprint=meta["covariance_fingerprint"],
+        base_model_id=meta["base_model_id"],
+        training=training,
+    )
+
+
+def save_concept(concept: Concept, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Write a concept file."""
+    Path(path).write_bytes(concept_to_bytes(concept, dtype))
+
+
+def load_concept(path: str | Path) -> Concept:
+    """Read a concept file."""
+    return concept_from_bytes(Path(path).read_bytes())
+
+
+def validate_concept(concept: Concept, pipe: StableDiffusionPipeline) -> None:
+    """Check base fingerprint, layer names, dtypes and shapes against the pipeline."""
+    fingerprint = model_fingerprint(pipe)
+    if concept.base_fingerprint != fingerprint:
+        raise ConceptMismatch(
+            f"concept {concept.token!r} was trained on base model "
+            f"{concept.base_model_id or '?'} (fingerprint {concept.base_fingerprint[:12]}), "
+            f"but this pipeline's base has fingerprint {fingerprint[:12]}"
+        )
+    dim = pipe.text_encoder.config.hidden_size
+    for name in VECTORS:
+        tensor = getattr(concept, name)
+        if not tensor.is_floating_point() or tuple(tensor.shape) != (dim,):
+            raise ConceptMismatch(
+                f"{name} has shape {tuple(tensor.shape)} ({tensor.dtype}), expected ({dim},) float"
+            )
+    layers = cross_attention_layers(pipe.unet)
+    if set(concept.o_v) != set(layers):
+        raise ConceptMismatch(
+            f"concept layers do not match the UNet's cross-attention layers: "
+            f"missing {sorted(set(layers) - set(concept.o_v))[:3]}, "
+            f"unknown {sorted(set(concept.o_v) - set(layers))[:3]}"
+        )
+    for name, attn in layers.items():
+        for targets, linear, kind in ((concept.o_v, attn.to_v, "o_v"), (concept.o_k, attn.to_k, "o_k")):
+            if name not in targets and kind == "o_k":
+                continue
+            tensor = targets[name]
+            if not tensor.is_floating_point() or tuple(tensor.shape) != (linear.out_features,):
+                raise ConceptMismatch(
+                    f"{kind}[{name}] has shape {tuple(tensor.shape)}, "
+                    f"expected ({linear.out_features},)"
+                )
+            if linear.in_features != dim:
+                raise ConceptMismatch(f"{name} expects {linear.in_features}-d text, not {dim}")

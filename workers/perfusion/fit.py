@@ -1,0 +1,464 @@
+"""Fitting a concept: trains the new token's embedding row and the per-layer o*_V only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+from PIL import Image, ImageOps
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from .apply import install_processors, key_target
+from .concept import Concept, ConceptMismatch
+from .covariance import Covariance
+from .pipeline import TokenPatch, base_model_id, cross_attention_layers, model_fingerprint
+from .processor import TextSpaceEdit, make_text_edit, score_and_energy
+
+TEMPLATES = (
+    "a photo of a {}",
+    "a good photo of the {}",
+    "image of a {}",
+    "a rendering of a {}",
+    "a cropped photo of the {}",
+    "a close-up photo of a {}",
+    "a bright photo of the {}",
+    "a photo of my {}",
+    "a clean photo of a {}",
+    "a photo of the nice {}",
+)
+
+
+@dataclass
+class FitConfig:
+    """Training settings; defaults follow the public re-implementations (see PERFUSION.md)."""
+
+    steps: int = 400
+    batch_size: int = 4
+    grad_accum: int = 4
+    lr_embedding: float = 6e-3
+    lr_value: float = 3e-2
+    resolution: int | None = None  # None = the model's native size
+    flip_p: float = 0.5
+    train_beta: float = 0.75
+    train_tau: float = 0.1
+    ema_decay: float = 0.99
+    seed: int = 0
+    preview_every: int = 0
+    preview_steps: int = 20
+    checkpoint_every: int = 0
+    mixed_precision: bool = True  # bf16 autocast, CUDA only
+
+
+@dataclass
+class FitProgress:
+    """One optimisation step done."""
+
+    step: int
+    total: int
+    loss: float
+    elapsed_s: float
+    eta_s: float
+    preview: Image.Image | None = None
+
+
+class FitCanceled(Exception):
+    """`should_cancel` returned True between two steps."""
+
+
+@dataclass
+class FitCheckpoint:
+    """Everything needed to continue a fit exactly: trainables, optimiser, EMA i*, RNG, step."""
+
+    step: int
+    token: str
+    token_embedding: torch.Tensor
+    i_star: torch.Tensor
+    o_v: dict[str, torch.Tensor]
+    optimizer_state: dict
+    rng_state: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        """Safetensors bytes (no pickle)."""
+        tensors = {
+            "token_embedding": self.token_embedding,
+            "i_star": self.i_star,
+            "rng_state": self.rng_state,
+        }
+        layers = list(self.o_v)
+        for k, name in enumerate(layers):
+            tensors[f"o_v.{k}"] = self.o_v[name]
+        for index, state in self.optimizer_state["state"].items():
+            for key, value in state.items():
+                tensors[f"opt.{index}.{key}"] = torch.as_tensor(value)
+        meta = {
+            "step": str(self.step),
+            "token": self.token,
+            "layers": json.dumps(layers),
+            "losses": json.dumps(self.losses),
+            "param_groups": json.dumps(self.optimizer_state["param_groups"]),
+        }
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        return save_safetensors(tensors, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FitCheckpoint:
+        """Inverse of `to_bytes`."""
+        tensors = load_safetensors(data)
+        from .concept import _metadata
+
+        meta = _metadata(data)
+        layers = json.loads(meta["layers"])
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        return cls(
+            step=int(meta["step"]),
+            token=meta["token"],
+            token_embedding=tensors["token_embedding"],
+            i_star=tensors["i_star"],
+            o_v={name: tensors[f"o_v.{k}"] for k, name in enumerate(layers)},
+            optimizer_state={"state": state, "param_groups": json.loads(meta["param_groups"])},
+            rng_state=tensors["rng_state"],
+            losses=json.loads(meta["losses"]),
+        )
+
+
+def _image_tensor(image: Image.Image, size: int, mode: str = "RGB") -> torch.Tensor:
+    """Resize the short side to `size`, centre-crop, scale to [-1, 1] (or [0, 1] for masks)."""
+    image = ImageOps.fit(image.convert(mode), (size, size), Image.Resampling.BICUBIC)
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    if mode == "L":
+        return array[None]
+    return array.permute(2, 0, 1) * 2 - 1
+
+
+@torch.no_grad()
+def encode_training_images(
+    pipe: StableDiffusionPipeline,
+    images: list[Image.Image],
+    masks: list[Image.Image] | None,
+    resolution: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents (N, 2, c, h, w) and masks (N, 2, 1, h, w), index 1 = horizontally flipped.
+
+    Uses the posterior mean (deterministic); run once per fit.
+    """
+    vae = pipe.vae
+    latents, weights = [], []
+    for k, image in enumerate(images):
+        pixels = _image_tensor(image, resolution)[None]
+        pixels = torch.cat([pixels, pixels.flip(-1)]).to(vae.device, vae.dtype)
+        lat = vae.encode(pixels).latent_dist.mean.float() * vae.config.scaling_factor
+        latents.append(lat)
+        if masks is None:
+            weight = torch.ones(2, 1, *lat.shape[-2:])
+        else:
+            soft = _image_tensor(masks[k], resolution, "L")[None]
+            soft = torch.nn.functional.interpolate(soft, size=lat.shape[-2:], mode="area")
+            weight = torch.cat([soft, soft.flip(-1)])
+        weights.append(weight.to(lat.device))
+    return torch.stack(latents), torch.stack(weights)
+
+
+def superclass_vectors(
+    pipe: StableDiffusionPipeline, superclass: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input embedding, encoding) of the superclass word, float32.
+
+    A multi-token word gets the mean of its token embeddings, and the encoding at its last token
+    in "a photo of a {superclass}" (CLIP is causal, so that position has seen the whole word).
+    """
+    tokenizer = pipe.tokenizer
+    word_ids = tokenizer(superclass, add_special_tokens=False).input_ids
+    if not word_ids:
+        raise ValueError(f"superclass {superclass!r} has no tokens")
+    table = pipe.text_encoder.get_input_embeddings().weight
+    embedding = table[torch.tensor(word_ids, device=table.device)].float().mean(0)
+    ids = tokenizer(
+        TEMPLATES[0].format(superclass),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids[0]
+    last = _last_match(ids.tolist(), word_ids)
+    with torch.no_grad():
+        encoding = pipe.text_encoder(ids[None].to(pipe.text_encoder.device))[0][0, last].float()
+    return embedding.detach(), encoding
+
+
+def _last_match(ids: list[int], word: list[int]) -> int:
+    for start in range(len(ids) - len(word), -1, -1):
+        if ids[start : start + len(word)] == word:
+            return start + len(word) - 1
+    raise ValueError("superclass tokens not found in the prompt")
+
+
+def _refresh(edit: TextSpaceEdit, i_star: torch.Tensor, cinv: torch.Tensor) -> None:
+    """Recompute the shared text-space edit in place after i* moved."""
+    score, energy = score_and_energy(i_star, cinv)
+    new = make_text_edit(
+        i_star[None],
+        score[None].to(i_star.device),
+        torch.tensor([energy], device=i_star.device),
+        edit.beta.tolist(),
+        edit.tau.tolist(),
+    )
+    edit.basis, edit.proj, edit.score = new.basis, new.proj, new.score
+
+
+@contextlib.contextmanager
+def _frozen(modules: list[nn.Module]):
+    """requires_grad off and eval mode for the base modules; both restored afterwards."""
+    flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    modes = [(m, m.training) for m in modules]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for m, _ in modes:
+            m.eval()
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
+
+
+def fit_concept(
+    pipe: StableDiffusionPipeline,
+    images: list[Image.Image],
+    token: str,
+    superclass: str,
+    config: FitConfig,
+    covariance: Covariance,
+    masks: list[Image.Image] | None = None,
+    on_progress: Callable[[FitProgress], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    resume: FitCheckpoint | None = None,
+    on_checkpoint: Callable[[FitCheckpoint], None] | None = None,
+) -> Concept:
+    """Fit a Perfusion concept; the pipeline is left exactly as it was, also on error/cancel."""
+    if not images:
+        raise ValueError("need at least one training image")
+    if masks is not None and len(masks) != len(images):
+        raise ValueError("one mask per image")
+    fingerprint = model_fingerprint(pipe)
+    if covariance.base_fingerprint and covariance.base_fingerprint != fingerprint:
+        raise ConceptMismatch("the covariance was computed on another base model")
+    dim = pipe.text_encoder.config.hidden_size
+    if tuple(covariance.inverse.shape) != (dim, dim):
+        raise ConceptMismatch(f"covariance is {tuple(covariance.inverse.shape)}, text dim {dim}")
+    if resume is not None and resume.token != token:
+        raise ValueError(f"checkpoint is for token {resume.token!r}, not {token!r}")
+
+    device = pipe.unet.device
+    resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    use_amp = config.mixed_precision and device.type == "cuda"
+    cinv = covariance.inverse.to(device, torch.float32)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    layers = cross_attention_layers(pipe.unet)
+    modules = [pipe.unet, pipe.vae, pipe.text_encoder]
+
+    with _frozen(modules):
+        latents, weights = encode_training_images(pipe, images, masks, resolution)
+        embed_init, e_super = superclass_vectors(pipe, superclass)
+        o_k = {n: key_target(a, e_super)[None] for n, a in layers.items()}
+        source = resume.o_v if resume is not None else None
+        o_v = {
+            n: nn.Parameter(
+                source[n].to(device, torch.float32).clone()
+                if source is not None
+                else torch.nn.functional.linear(e_super, a.to_v.weight.float())
+            )
+            for n, a in layers.items()
+        }
+        start = resume.token_embedding if resume is not None else embed_init
+        embedding = nn.Parameter(start.to(device, torch.float32).clone().reshape(1, dim))
+        i_star = (resume.i_star if resume is not None else e_super).to(device, torch.float32)
+        i_star = i_star.clone()
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": [embedding], "lr": config.lr_embedding},
+                {"params": list(o_v.values()), "lr": config.lr_value},
+            ],
+            weight_decay=0.0,
+        )
+        generator = torch.Generator("cpu").manual_seed(config.seed)
+        losses: list[float] = []
+        first_step = 0
+        if resume is not None:
+            optimizer.load_state_dict(resume.optimizer_state)
+            generator.set_state(resume.rng_state.clone())
+            losses = list(resume.losses)
+            first_step = resume.step
+
+        score, energy = score_and_energy(i_star, cinv)
+        edit = make_text_edit(
+            i_star[None],
+            score[None],
+            torch.tensor([energy], device=device),
+            [config.train_beta],
+            [config.train_tau],
+        )
+        patch = TokenPatch.add(pipe, [token], embedding)
+        token_id = patch.token_ids[0]
+        original = install_processors(pipe.unet, edit, o_k, {n: [p] for n, p in o_v.items()})
+        started = time.monotonic()
+        try:
+            for step in range(first_step, config.steps):
+                if should_cancel is not None and should_cancel():
+                    raise FitCanceled(f"canceled at step {step}/{config.steps}")
+                optimizer.zero_grad(set_to_none=True)
+                step_loss, token_encodings = 0.0, []
+                for _ in range(config.grad_accum):
+                    loss, enc = _micro_step(
+                        pipe, scheduler, latents, weights, token, token_id, config, generator, use_amp
+                    )
+                    (loss / config.grad_accum).backward()
+                    step_loss += loss.item() / config.grad_accum
+                    token_encodings.append(enc)
+                optimizer.step()
+                with torch.no_grad():
+                    mean_enc = torch.cat(token_encodings).mean(0)
+                    i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
+                    _refresh(edit, i_star, cinv)
+                losses.append(step_loss)
+                done = step + 1
+                if on_progress is not None:
+                    elapsed = time.monotonic() - started
+                    per_step = elapsed / (done - first_step)
+                    preview = None
+                    if config.preview_every and done % config.preview_every == 0:
+                        preview = _preview(pipe, edit, token, config)
+                    on_progress(
+                        FitProgress(
+                            done, config.steps, step_loss, elapsed, per_step * (config.steps - done), preview
+                        )
+                    )
+                if on_checkpoint and config.checkpoint_every and done % config.checkpoint_every == 0:
+                    on_checkpoint(
+                        FitCheckpoint(
+                            step=done,
+                            token=token,
+                            token_embedding=embedding.detach().reshape(dim).cpu().clone(),
+                            i_star=i_star.cpu().clone(),
+                            o_v={n: p.detach().cpu().clone() for n, p in o_v.items()},
+                            optimizer_state=_cpu_optimizer_state(optimizer),
+                            rng_state=generator.get_state(),
+                            losses=list(losses),
+                        )
+                    )
+        finally:
+            pipe.unet.set_attn_processor(dict(original))
+            patch.remove()
+
+    score, energy = score_and_energy(i_star, cinv)
+    tail = losses[-max(1, len(losses) // 10) :]
+    training = {k: v for k, v in asdict(config).items() if not k.startswith(("preview", "checkpoint"))}
+    training.update(n_images=len(images), masked=masks is not None, final_loss=sum(tail) / len(tail))
+    training["resolution"] = resolution
+    return Concept(
+        token=token,
+        superclass=superclass,
+        token_embedding=embedding.detach().reshape(dim).cpu().clone(),
+        i_star=i_star.cpu().clone(),
+        e_super=e_super.cpu().clone(),
+        o_k={n: t[0].cpu().clone() for n, t in o_k.items()},
+        o_v={n: p.detach().cpu().clone() for n, p in o_v.items()},
+        score=score.cpu(),
+        i_star_energy=energy,
+        base_fingerprint=fingerprint,
+        covariance_fingerprint=covariance.fingerprint,
+        base_model_id=base_model_id(pipe),
+        training=training,
+    )
+
+
+def _micro_step(
+    pipe: StableDiffusionPipeline,
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    weights: torch.Tensor,
+    token: str,
+    token_id: int,
+    config: FitConfig,
+    generator: torch.Generator,
+    use_amp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted noise-prediction loss on one random batch, and the concept token's encodings.
+
+    All randomness comes from `generator` (on the CPU), which makes resume exact.
+    """
+    device = latents.device
+    n = config.batch_size
+    index = torch.randint(0, latents.shape[0], (n,), generator=generator)
+    flip = (torch.rand(n, generator=generator) < config.flip_p).long()
+    steps = scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (n,), generator=generator)
+    noise = torch.randn((n, *latents.shape[2:]), generator=generator)
+    templates = torch.randint(0, len(TEMPLATES), (n,), generator=generator)
+    clean = latents[index, flip]
+    weight = weights[index, flip]
+    noise, timesteps = noise.to(device), timesteps.to(device)
+    prompts = [TEMPLATES[k].format(token) for k in templates.tolist()]
+    ids = pipe.tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+    with amp:
+        encodings = pipe.text_encoder(ids)[0]
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        pred = pipe.unet(noisy.to(pipe.unet.dtype), timesteps, encodings).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(clean, noise, timesteps)
+    else:
+        target = noise
+    err = (pred.float() - target).pow(2).mean(1, keepdim=True)
+    loss = (err * weight).sum() / weight.sum().clamp(min=1e-6)
+    token_encodings = encodings[ids == token_id].detach().float()
+    return loss, token_encodings
+
+
+def _cpu_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    state = optimizer.state_dict()
+    return {
+        "state": {
+            k: {n: torch.as_tensor(v).detach().cpu().clone() for n, v in s.items()}
+            for k, s in state["state"].items()
+        },
+        "param_groups": [dict(g) for g in state["param_groups"]],
+    }
+
+
+@torch.no_grad()
+def _preview(
+    pipe: StableDiffusionPipeline, edit: TextSpaceEdit, token: str, config: FitConfig
+) -> Image.Image:
+    """A quick image of the concept at the default inference gate, on a fixed seed."""
+    beta, tau = edit.beta, edit.tau
+    edit.beta = torch.full_like(beta, 0.7)
+    edit.tau = torch.full_like(tau, 0.15)
+    try:
+        return pipe(
+            TEMPLATES[0].format(token),
+            num_inference_steps=config.preview_steps,
+            generator=torch.Generator("cpu").manual_seed(config.seed),
+        ).images[0]
+    finally:
+        edit.beta, edit.tau = beta, tau

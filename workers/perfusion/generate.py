@@ -1,0 +1,106 @@
+"""Image generation with concepts, progress and cancellation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from .apply import AppliedConcepts, ConceptControl, apply_concepts
+from .concept import Concept
+from .pipeline import encode_ids
+
+
+class GenerationCanceled(Exception):
+    """`should_cancel` returned True between two denoising steps."""
+
+
+def superclass_key_states(pipe: StableDiffusionPipeline, prompt: str, applied: AppliedConcepts):
+    """Encoding of `prompt` with each concept token replaced by its superclass word.
+
+    Positions are aligned with the original prompt's tokens: a concept token maps to the last
+    token of its (possibly multi-token) superclass, other tokens to themselves.
+    """
+    tokenizer = pipe.tokenizer
+    length = tokenizer.model_max_length
+    ids = tokenizer(prompt, truncation=True, max_length=length).input_ids
+    swap = {
+        tid: tokenizer(c.superclass, add_special_tokens=False).input_ids
+        for tid, c in zip(applied.tokens.token_ids, applied.concepts, strict=True)
+    }
+    substituted: list[int] = []
+    align: list[int] = []
+    for tid in ids:
+        substituted.extend(swap.get(tid, [tid]))
+        align.append(len(substituted) - 1)
+    end = substituted[-1]  # keep the EOS even if the substitution made the prompt longer
+    substituted = substituted[: length - 1] + [end] if len(substituted) > length else substituted
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    shift = len(substituted) - len(ids)
+    substituted += [pad] * (length - len(substituted))
+    align = [min(a, length - 1) for a in align]
+    align += [min(p + shift, length - 1) for p in range(len(ids), length)]
+    encoding = encode_ids(pipe, torch.tensor([substituted]))
+    return encoding[:, align]
+
+
+def generate(
+    pipe: StableDiffusionPipeline,
+    prompt: str,
+    concepts: Sequence[Concept] = (),
+    negative_prompt: str = "",
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 7.5,
+    n: int = 1,
+    controls: list[ConceptControl] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    global_locking: bool = False,
+    height: int | None = None,
+    width: int | None = None,
+) -> list[Image.Image]:
+    """Generate `n` images; concepts are applied for this call only and removed afterwards.
+
+    If `concepts` is empty, whatever is already applied to the pipeline stays in effect.
+    `on_step(done, total)` is called after each denoising step; cancellation is checked there.
+    """
+    applied = apply_concepts(pipe, list(concepts), controls, global_locking) if concepts else None
+    active = applied or getattr(pipe, "_perfusion_applied", None)
+    device = pipe.unet.device
+    use_cfg = guidance > 1.0
+    try:
+        with torch.no_grad():
+            prompt_embeds, negative_embeds = pipe.encode_prompt(
+                prompt, device, n, use_cfg, negative_prompt
+            )
+            if active is not None and active.global_locking:
+                keys = superclass_key_states(pipe, prompt, active).to(prompt_embeds.dtype)
+                keys = keys.repeat_interleave(n, dim=0)
+                active.edit.key_states = torch.cat([negative_embeds, keys]) if use_cfg else keys
+
+        def callback(pipeline, index, timestep, tensors):
+            if on_step is not None:
+                on_step(index + 1, steps)
+            if should_cancel is not None and should_cancel():
+                raise GenerationCanceled(f"canceled at step {index + 1}/{steps}")
+            return tensors
+
+        result = pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds if use_cfg else None,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            callback_on_step_end=callback,
+            height=height,
+            width=width,
+        )
+        return list(result.images)
+    finally:
+        if active is not None:
+            active.edit.key_states = None
+        if applied is not None:
+            applied.remove()

@@ -1,0 +1,158 @@
+"""Base-model loading, fingerprints, cross-attention discovery and temporary concept tokens."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+DEFAULT_BASE = Path(__file__).resolve().parent.parent / "toyworld" / "model"
+
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def default_base() -> str:
+    """The base model used when none is given: env PERFUSION_BASE, else the bundled toy world."""
+    return os.environ.get("PERFUSION_BASE") or str(DEFAULT_BASE)
+
+
+def load_pipeline(
+    base: str | None = None, device: str = "cpu", dtype: torch.dtype | None = None
+) -> StableDiffusionPipeline:
+    """Load a Stable Diffusion pipeline from a local diffusers folder or a Hugging Face id."""
+    base = base or default_base()
+    if dtype is None:
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    pipe = StableDiffusionPipeline.from_pretrained(
+        base, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe._perfusion_base_id = str(base)  # recorded in concept files
+    return pipe.to(device)
+
+
+def base_model_id(pipe: StableDiffusionPipeline) -> str:
+    """The id or path the pipeline was loaded from, or its config name."""
+    return getattr(pipe, "_perfusion_base_id", None) or str(pipe.config.get("_name_or_path", ""))
+
+
+def model_fingerprint(pipe: StableDiffusionPipeline) -> str:
+    """Stable SHA-256 of the text encoder weights (cast to fp16) and the tokenizer vocabulary.
+
+    Weights are hashed in fp16 so a model loaded in fp32 or fp16 from the same checkpoint gets the
+    same fingerprint (bf16 loads differ). The result is cached per text-encoder module and always
+    describes the base model, also while concept tokens are applied.
+    """
+    encoder = pipe.text_encoder
+    cached = _FINGERPRINTS.get(encoder)
+    if cached is not None:
+        return cached
+    if isinstance(encoder.get_input_embeddings(), ExtendedEmbedding):
+        raise RuntimeError("compute model_fingerprint before concept tokens are added")
+    tokenizer = pipe.tokenizer
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.state_dict().items()):
+        data = tensor.detach().to("cpu", torch.float16).contiguous()
+        digest.update(f"{name}:{tuple(data.shape)};".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes())
+    for token, index in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+        digest.update(f"{index}={token}\n".encode())
+    fingerprint = digest.hexdigest()
+    _FINGERPRINTS[encoder] = fingerprint
+    return fingerprint
+
+
+def cross_attention_layers(unet: nn.Module) -> dict[str, Attention]:
+    """Every cross-attention module of the UNet (the `attn2` layers), by module name."""
+    return {
+        name: module
+        for name, module in unet.named_modules()
+        if isinstance(module, Attention) and module.is_cross_attention
+    }
+
+
+class ExtendedEmbedding(nn.Module):
+    """Wraps the text encoder's token embedding and adds rows for concept tokens.
+
+    The base embedding is neither copied nor modified: ids listed in `token_ids` read their
+    vector from `extra` instead. This is what makes removal exact and training touch one row.
+    """
+
+    def __init__(self, base: nn.Embedding, token_ids: list[int], extra: torch.Tensor) -> None:
+        super().__init__()
+        self.base = base
+        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), False)
+        self.extra = extra  # (k, D); a Parameter while training, a plain tensor otherwise
+
+    @property
+    def weight(self) -> torch.Tensor:  # some callers read .weight for dtype/device
+        return self.base.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        known = input_ids.clamp(max=self.base.num_embeddings - 1)
+        out = self.base(known)
+        for j in range(len(self.token_ids)):
+            hit = (input_ids == self.token_ids[j]).unsqueeze(-1)
+            out = torch.where(hit, self.extra[j].to(out.dtype), out)
+        return out
+
+
+@dataclass
+class TokenPatch:
+    """Concept tokens added to a copy of the tokenizer and spliced into the text encoder."""
+
+    pipe: StableDiffusionPipeline
+    tokens: list[str]
+    original_tokenizer: object
+    original_embedding: nn.Module
+    token_ids: list[int] = field(default_factory=list)
+    embedding: ExtendedEmbedding | None = None
+
+    @classmethod
+    def add(
+        cls, pipe: StableDiffusionPipeline, tokens: list[str], vectors: torch.Tensor
+    ) -> TokenPatch:
+        """Install `tokens` with input embeddings `vectors` (k, D); undo with `remove()`."""
+        tokenizer = pipe.tokenizer
+        base = pipe.text_encoder.get_input_embeddings()
+        for token in tokens:
+            if token in tokenizer.get_vocab() or len(tokenizer.tokenize(token)) == 0:
+                raise ValueError(f"concept token {token!r} already means something to the tokenizer")
+        patched = copy.deepcopy(tokenizer)
+        patched.add_tokens(tokens)
+        token_ids = [patched.convert_tokens_to_ids(t) for t in tokens]
+        embedding = ExtendedEmbedding(base, token_ids, vectors).to(base.weight.device)
+        pipe.tokenizer = patched
+        pipe.text_encoder.set_input_embeddings(embedding)
+        return cls(pipe, list(tokens), tokenizer, base, token_ids, embedding)
+
+    def remove(self) -> None:
+        """Put back the original tokenizer object and embedding module."""
+        self.pipe.tokenizer = self.original_tokenizer
+        self.pipe.text_encoder.set_input_embeddings(self.original_embedding)
+
+
+def encode_ids(pipe: StableDiffusionPipeline, input_ids: torch.Tensor) -> torch.Tensor:
+    """Text-encoder outputs (B, L, D) for token ids, as the SD pipeline computes them."""
+    encoder = pipe.text_encoder
+    return encoder(input_ids.to(encoder.device))[0]
+
+
+def tokenize(pipe: StableDiffusionPipeline, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded, truncated token ids and attention mask, as the SD pipeline tokenizes prompts."""
+    out = pipe.tokenizer(
+        texts,
+        padding="max_length",
+        max_length=pipe.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return out.input_ids, out.attention_mask
