@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from workers.toyworld.world import BACKGROUNDS, HELDOUT_CONCEPTS, render_concept
 
 from bench import fidelity
-from bench.common import ROOT, human_bytes, machine_header, peak_rss_mib, table
+from bench.common import ROOT, human_bytes, machine_header, peak_rss_mib, quiet, table
 from bench.methods import LABELS, METHODS, Recipe
+from workers.toyworld.world import BACKGROUNDS, HELDOUT_CONCEPTS, render_concept
 
 DEFAULT_MODEL = ROOT / "workers" / "toyworld" / "model"
 TRAIN_BACKGROUNDS = ("gray", "green")
@@ -153,27 +153,16 @@ def _save(images: list[Image.Image], folder: Path, stem: str) -> list[str]:
     return paths
 
 
-def _quiet() -> None:
-    """No progress bars or prompt-truncation warnings in the benchmark output."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-
 def run_worker(method: str, settings: Settings, out: Path) -> dict:
     """Fit `method` on every concept and generate its evaluation images (or the base's)."""
     import torch
-    from workers.toyworld.world import captions
 
     from bench.methods import FITTERS
     from workers.perfusion import generate, get_covariance, strength_to_control
+    from workers.toyworld.world import captions
 
     torch.set_num_threads(settings.threads)
-    _quiet()
+    quiet()
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"method": method, "concepts": {}, "rss_start_mib": peak_rss_mib()}
     gen = dict(steps=settings.gen_steps, guidance=settings.guidance)
@@ -406,9 +395,8 @@ def run_quality(
 ) -> QualityReport:
     """Run every method (and the base) and score them; `isolate` = one subprocess per method."""
     started = time.perf_counter()
-    import workers.toyworld.reader  # noqa: F401
-
     import bench.methods  # noqa: F401  heavy imports once, before forking the workers
+    import workers.toyworld.reader  # noqa: F401
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         out = Path(workdir or tmp)
@@ -429,9 +417,8 @@ def _mean(values) -> float:
 
 
 def _score(settings: Settings, results: dict, isolated: bool) -> QualityReport:
-    from workers.toyworld.reader import read_attributes
-
     from workers.perfusion import strength_to_control
+    from workers.toyworld.reader import read_attributes
 
     names = settings.concepts
     refs, real, real_bgs = {}, {}, {}
