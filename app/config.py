@@ -39,6 +39,45 @@ class Settings(BaseSettings):
     fit_steps: int = 400
     """Default optimisation steps of a fit (the toy world needs far fewer; see the model card)."""
 
+    # Hostile-input bounds (app/uploads, app/concepts/files, app/security/ratelimit).
+    upload_max_files: int = 20
+    upload_max_file_bytes: int = 10 * 1024 * 1024
+    upload_max_total_bytes: int = 60 * 1024 * 1024
+    request_max_body_bytes: int = 1024 * 1024
+    """Every other request body (JSON, forms); upload routes get the upload limits above."""
+    image_max_pixels: int = 40_000_000
+    image_min_side: int = 32
+    image_store_max_side: int = 2048
+    """Stored photos are downscaled to at most this many pixels on their longest side."""
+    concept_file_max_bytes: int = 1024 * 1024
+    auth_attempts_per_window: int = 10
+    """Sign-in / sign-up attempts per client IP and username per `auth_window_s`."""
+    auth_window_s: int = 300
+    fits_per_hour: int = 10
+    generations_per_hour: int = 120
+    max_active_jobs: int = 8
+    """Queued plus running jobs one person may have at once."""
+
+    # --- Jobs and workers (reliability knobs; tests shorten the intervals) ---
+    model_cache_size: int = 1
+    """Base models a worker process keeps loaded (LRU by count)."""
+    fit_batch_size: int = 4
+    fit_grad_accum: int = 4
+    fit_checkpoint_every: int = 25
+    """Steps between fit checkpoints a retried attempt resumes from (0 = never)."""
+    fit_preview_every: int = 50
+    """Steps between preview images published while fitting (0 = never)."""
+    sample_steps: int = 25
+    """Denoising steps of the sample images stored after a fit."""
+    job_time_limit_s: int = 2 * 3600
+    """Hard limit of one job attempt; the broker's visibility timeout is derived from it."""
+    job_heartbeat_s: float = 5.0
+    job_stale_after_s: float = 30.0
+    """A running job whose heartbeat is older than this is taken to have lost its worker."""
+    job_requeue_after_s: float = 600.0
+    """A job still queued this long after its last message is sent a new one (lost message)."""
+    sweep_interval_s: float = 15.0
+
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
         if self.env == "production":

@@ -6,16 +6,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
+from app.concepts.routes import router as concepts_router
 from app.config import REPO_ROOT, get_settings
+from app.generations.routes import router as generations_router
 from app.health.routes import router as health_router
+from app.jobs.routes import router as jobs_router
+from app.pages.routes import router as pages_router
+from app.security.install import install_security
+from app.users.routes import router as users_router
 
 log = logging.getLogger(__name__)
-templates = Jinja2Templates(directory=REPO_ROOT / "templates")
 
 
 @asynccontextmanager
@@ -25,8 +28,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One command, no services: bring the SQLite schema up to date and run a worker here.
         from app.migrate import upgrade
         from workers.embedded import start_embedded_worker
+        from workers.sweeper import sweep
 
         upgrade()
+        sweep(orphaned_running=True)  # jobs this process ran before it stopped, or queued
         worker = start_embedded_worker()
         log.info("embedded worker started")
         yield
@@ -38,11 +43,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     """Build the app for the current settings."""
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
+    install_security(app)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(health_router)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home(request: Request) -> HTMLResponse:
-        return templates.TemplateResponse(request, "home.html", {})
-
+    app.include_router(users_router)
+    app.include_router(concepts_router)
+    app.include_router(generations_router)
+    app.include_router(pages_router)
+    app.include_router(jobs_router)
     return app

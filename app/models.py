@@ -1,6 +1,13 @@
 """Imports every model so `Base.metadata` is complete (Alembic and tests use this)."""
 
-from app.concepts.models import Concept, ConceptPhoto, ConceptStatus, ShareLink, Visibility
+from app.concepts.models import (
+    Concept,
+    ConceptPhoto,
+    ConceptStatus,
+    ShareGrant,
+    ShareLink,
+    Visibility,
+)
 from app.db import Base
 from app.generations.models import GeneratedImage, Generation
 from app.jobs.models import Job, JobKind, JobState
@@ -19,6 +26,7 @@ __all__ = [
     "Job",
     "JobKind",
     "JobState",
+    "ShareGrant",
     "ShareLink",
     "User",
     "Visibility",

@@ -10,13 +10,14 @@ import pytest
 from app.config import get_settings
 from app.db import get_engine, get_sessionmaker
 from app.jobs.progress import get_progress_bus
+from app.security.ratelimit import counter_for
 
 
 def reset_caches() -> None:
     """Forget cached settings, engine and bus so new environment variables take effect."""
     if get_engine.cache_info().currsize:
         get_engine().dispose()
-    for cached in (get_settings, get_engine, get_sessionmaker, get_progress_bus):
+    for cached in (get_settings, get_engine, get_sessionmaker, get_progress_bus, counter_for):
         cached.cache_clear()
 
 

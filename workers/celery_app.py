@@ -20,15 +20,22 @@ TASK_FOR_KIND = {
     "ping": ("studio.ping", GENERATE_QUEUE),
 }
 
-# Longest job we expect (a full fit on a slow GPU), with margin. The broker's visibility
-# timeout must exceed it, or Redis redelivers a message whose job is still running.
-HARD_TIME_LIMIT_S = 2 * 3600
-VISIBILITY_TIMEOUT_S = HARD_TIME_LIMIT_S + 1800
+
+def visibility_timeout_s(hard_limit_s: int) -> int:
+    """The broker's visibility timeout: longer than the longest job attempt, with margin.
+
+    Shorter, and Redis would redeliver the message of a job that is still running. A job
+    whose worker died is not left waiting for it: the sweeper re-enqueues it once its
+    heartbeat is stale, and the redelivered original later finds the job finished.
+    """
+    return hard_limit_s + 1800
 
 
 def make_celery() -> Celery:
     """A Celery app configured from the current Settings."""
     settings = get_settings()
+    hard_limit_s = settings.job_time_limit_s
+    transport_options = {"visibility_timeout": visibility_timeout_s(hard_limit_s)}
     app = Celery("perfusion_studio", broker=settings.broker_url)
     app.conf.update(
         task_ignore_result=True,  # the job row is the result
@@ -37,9 +44,12 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue=GENERATE_QUEUE,
         task_routes={name: {"queue": queue} for name, queue in TASK_FOR_KIND.values()},
-        task_soft_time_limit=HARD_TIME_LIMIT_S - 60,
-        task_time_limit=HARD_TIME_LIMIT_S,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Enforced by prefork pools; the solo pool we run ignores them, so the runner also
+        # stops a job cooperatively between steps at the soft limit (JobContext).
+        task_soft_time_limit=max(1, hard_limit_s - 60),
+        task_time_limit=hard_limit_s,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

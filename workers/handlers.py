@@ -1,12 +1,264 @@
-"""Job handlers: what each kind of job does once the runner has claimed it."""
+"""Job handlers: what each kind of job does once the runner has claimed it.
+
+Handlers compute outside any transaction and hand the runner a `store` function that writes
+results in the transaction marking the job succeeded, so results exist exactly once.
+"""
 
 from __future__ import annotations
 
+import gc
+import logging
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from workers.runner import JobContext, JobOutcome
+from sqlalchemy.orm import Session
+
+from app.config import get_settings
+from app.jobs.events import ImageEvent, PreviewEvent, StepEvent
+from workers import results
+from workers.images import open_image, png_bytes, preview_data_url
+from workers.model_cache import get_model_cache
+from workers.runner import JobCanceled, JobContext, JobFailed, JobOutcome
+
+log = logging.getLogger(__name__)
+
+OOM_MESSAGE = (
+    "The GPU ran out of memory while running this job. "
+    "Try fewer images, fewer steps or a smaller batch, or try again when the GPU is less busy."
+)
 
 
 def ping(ctx: JobContext) -> JobOutcome:
     """A round trip through broker and worker, proving both are alive."""
     return JobOutcome(result={"pong": True, "worker": ctx.worker_id, "at": time.time()})
+
+
+@contextmanager
+def gpu_errors() -> Iterator[None]:
+    """Turn CUDA out-of-memory into a readable failure and give the memory back."""
+    import torch
+
+    oom = False
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        oom = True  # free outside the except block, once the traceback's tensors are gone
+    if oom:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise JobFailed(OOM_MESSAGE)
+
+
+def fit(ctx: JobContext) -> JobOutcome:
+    """Fit the job's concept from its photos, resuming from a checkpoint on a retried attempt."""
+    import workers.perfusion as perfusion
+
+    if ctx.concept_id is None:
+        raise JobFailed("This fit job names no concept.")
+    settings = get_settings()
+    params = ctx.params
+    try:
+        inputs = results.load_fit_inputs(ctx.concept_id, ctx.checkpoint_blob_id)
+    except LookupError as exc:
+        raise JobFailed(str(exc)) from exc
+    if not inputs.photos:
+        raise JobFailed("This concept has no photos to learn from.")
+    token = str(params.get("token") or inputs.token)
+    superclass = str(params.get("superclass") or inputs.superclass)
+    seed = int(params.get("seed", 0))
+    config = perfusion.FitConfig(
+        steps=int(params.get("steps") or settings.fit_steps),
+        batch_size=settings.fit_batch_size,
+        grad_accum=settings.fit_grad_accum,
+        seed=seed,
+        preview_every=settings.fit_preview_every,
+        checkpoint_every=settings.fit_checkpoint_every,
+    )
+    resume = perfusion.FitCheckpoint.from_bytes(inputs.checkpoint) if inputs.checkpoint else None
+    if resume is not None:
+        log.info("job %s resumes its fit at step %d/%d", ctx.job_id, resume.step, config.steps)
+
+    def on_progress(p: Any) -> None:
+        ctx.progress = p.step / p.total
+        ctx.publish(
+            StepEvent(step=p.step, total=p.total, loss=p.loss, elapsed_s=p.elapsed_s, eta_s=p.eta_s)
+        )
+        if p.preview is not None:
+            ctx.publish(PreviewEvent(step=p.step, data_url=preview_data_url(p.preview)))
+
+    def on_checkpoint(checkpoint: Any) -> None:
+        progress = checkpoint.step / config.steps
+        if not results.save_checkpoint(ctx.job_id, ctx.worker_id, checkpoint.to_bytes(), progress):
+            raise JobCanceled  # another worker owns the job now: stop, store nothing
+
+    cache = get_model_cache()
+    with gpu_errors():
+        model = cache.get(settings.base_model)
+        with model.lock:
+            covariance = cache.covariance(model)
+            try:
+                concept = perfusion.fit_concept(
+                    model.pipe,
+                    [open_image(data) for data in inputs.photos],
+                    token,
+                    superclass,
+                    config,
+                    covariance,
+                    on_progress=on_progress,
+                    should_cancel=ctx.should_cancel,
+                    resume=resume,
+                    on_checkpoint=on_checkpoint,
+                )
+            except perfusion.FitCanceled:
+                ctx.raise_stop()
+            concept_file = perfusion.concept_to_bytes(concept)
+            prompt = f"a photo of a {token}"
+            sample_params = {
+                "steps": settings.sample_steps,
+                "guidance": 7.5,
+                "strength": 1.0,
+                "seed": seed,
+                "concept_ids": [str(ctx.concept_id)],
+                "base_model": settings.base_model,
+            }
+            samples = _render(
+                ctx, model.pipe, prompt, [concept], sample_params, int(params.get("samples", 2))
+            )
+    generation_id = uuid.uuid4()
+    return JobOutcome(
+        result={
+            "steps": config.steps,
+            "resumed_from_step": resume.step if resume is not None else None,
+            "final_loss": concept.training.get("final_loss"),
+            "sample_generation_id": str(generation_id) if samples else None,
+            "sample_image_ids": [str(image.id) for image in samples],
+            **cache.stats(model),
+        },
+        store=results.store_fit(
+            ctx.concept_id, concept_file, prompt, sample_params, samples, generation_id
+        ),
+    )
+
+
+def generate(ctx: JobContext) -> JobOutcome:
+    """Generate the job's images with the concepts its prompt uses."""
+    import workers.perfusion as perfusion
+
+    if ctx.generation_id is None:
+        raise JobFailed("This generation job names no generation.")
+    settings = get_settings()
+    params = ctx.params
+    try:
+        files = results.load_concept_files(list(params.get("concept_ids") or []))
+    except LookupError as exc:
+        raise JobFailed(str(exc)) from exc
+    cache = get_model_cache()
+    with gpu_errors():
+        model = cache.get(settings.base_model)
+        concepts = []
+        for file in files:
+            concept = perfusion.concept_from_bytes(file.data)
+            try:
+                perfusion.validate_concept(concept, model.pipe)
+            except perfusion.ConceptMismatch as exc:
+                raise JobFailed(
+                    f"The concept {file.token} was made for a different base model than the "
+                    f"one this server runs ({settings.base_model}), so it cannot be used here: "
+                    f"{exc}"
+                ) from exc
+            concepts.append(concept)
+        image_params = {
+            "negative_prompt": str(params.get("negative_prompt") or ""),
+            "steps": int(params.get("steps", 25)),
+            "guidance": float(params.get("guidance", 7.5)),
+            "strength": float(params.get("strength", 1.0)),
+            "seed": int(params.get("seed", 0)),
+            "tokens": [file.token for file in files],
+            "concept_ids": [str(file.id) for file in files],
+            "base_model": settings.base_model,
+        }
+        with model.lock:
+            images = _render(
+                ctx,
+                model.pipe,
+                str(params.get("prompt", "")),
+                concepts,
+                image_params,
+                int(params.get("n", 1)),
+                publish_images=True,
+            )
+    generation_id = ctx.generation_id
+
+    def store(session: Session) -> None:
+        results.store_images(session, generation_id, images)
+
+    return JobOutcome(
+        result={"image_ids": [str(image.id) for image in images], **cache.stats(model)},
+        store=store,
+    )
+
+
+def _render(
+    ctx: JobContext,
+    pipe: Any,
+    prompt: str,
+    concepts: list[Any],
+    params: dict[str, Any],
+    n: int,
+    *,
+    publish_images: bool = False,
+) -> list[results.ResultImage]:
+    """n images, one per seed (seed, seed+1, ...), each with its parameters in the PNG."""
+    import workers.perfusion as perfusion
+
+    controls = [perfusion.strength_to_control(params["strength"])] * len(concepts) or None
+    rendered = []
+    for index in range(n):
+        seed = params["seed"] + index
+        started = time.monotonic()
+
+        def on_step(step: int, total: int, index: int = index, started: float = started) -> None:
+            if not publish_images:
+                return
+            elapsed = time.monotonic() - started
+            ctx.progress = (index + step / total) / n
+            ctx.publish(
+                StepEvent(
+                    step=step,
+                    total=total,
+                    elapsed_s=elapsed,
+                    eta_s=elapsed / step * (total - step),
+                    image_index=index,
+                )
+            )
+
+        try:
+            (image,) = perfusion.generate(
+                pipe,
+                prompt,
+                concepts,
+                negative_prompt=params.get("negative_prompt", ""),
+                seed=seed,
+                steps=params["steps"],
+                guidance=params["guidance"],
+                n=1,
+                controls=controls,
+                on_step=on_step,
+                should_cancel=ctx.should_cancel,
+            )
+        except perfusion.GenerationCanceled:
+            ctx.raise_stop()
+        image_id = uuid.uuid4()
+        png = png_bytes(image, {"prompt": prompt, **params, "seed": seed, "index": index})
+        rendered.append(results.ResultImage(image_id, index, seed, image.width, image.height, png))
+        if publish_images:
+            ctx.publish(
+                ImageEvent(
+                    index=index, image_id=str(image_id), url=results.IMAGE_URL.format(id=image_id)
+                )
+            )
+    return rendered

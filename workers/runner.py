@@ -16,22 +16,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.db import session_scope, utcnow
 from app.jobs.events import StateEvent
 from app.jobs.models import Job, JobKind, JobState
 from app.jobs.progress import get_progress_bus
+from app.jobs.service import finish_job, publish_after_commit
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_INTERVAL_S = 5.0
-STALE_AFTER_S = 30.0
-CANCEL_POLL_S = 0.5
 
 
 class JobCanceled(Exception):
@@ -40,6 +39,13 @@ class JobCanceled(Exception):
 
 class JobFailed(Exception):
     """A failure whose message is meant for the person who started the job."""
+
+
+def time_limit_message(limit_s: float) -> str:
+    return (
+        f"The job took longer than its time limit ({limit_s / 60:.0f} minutes) and was stopped. "
+        "Try fewer steps or images."
+    )
 
 
 def worker_identity() -> str:
@@ -59,7 +65,10 @@ class JobContext:
     concept_id: uuid.UUID | None = None
     generation_id: uuid.UUID | None = None
     checkpoint_blob_id: uuid.UUID | None = None
-    _last_cancel_check: float = field(default=0.0, repr=False)
+    progress: float = 0.0
+    """Fraction done; the heartbeat writes it to the row."""
+    soft_deadline: float = float("inf")
+    """time.monotonic() after which the job stops with a readable time-limit failure."""
     _canceled: bool = field(default=False, repr=False)
 
     def publish(self, event: BaseModel | dict[str, Any]) -> None:
@@ -69,19 +78,33 @@ class JobContext:
             log.warning("could not publish progress for %s", self.job_id, exc_info=True)
 
     def should_cancel(self) -> bool:
-        """True once cancellation was requested (reads the row at most every 0.5 s)."""
-        now = time.monotonic()
-        if not self._canceled and now - self._last_cancel_check >= CANCEL_POLL_S:
-            self._last_cancel_check = now
+        """True once the job should stop: canceled, taken over, or past its time limit.
+
+        Called between steps; it reads the row every time (one indexed lookup, far cheaper
+        than a step) so a cancel takes effect within one step.
+        """
+        if not self._canceled:
             with session_scope() as session:
-                self._canceled = bool(
-                    session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
-                )
-        return self._canceled
+                row = session.execute(
+                    select(Job.cancel_requested, Job.state, Job.worker_id).where(
+                        Job.id == self.job_id
+                    )
+                ).one_or_none()
+            ours = row is not None and row.state == JobState.running
+            ours = ours and row is not None and row.worker_id == self.worker_id
+            self._canceled = not ours or bool(row and row.cancel_requested)
+        return self._canceled or time.monotonic() > self.soft_deadline
 
     def check_cancel(self) -> None:
+        """Raise the exception that ends the job here if it should stop."""
         if self.should_cancel():
+            self.raise_stop()
+
+    def raise_stop(self) -> NoReturn:
+        """Raise why the job stopped (after a library reported that should_cancel was True)."""
+        if self._canceled:
             raise JobCanceled
+        raise JobFailed(time_limit_message(get_settings().job_time_limit_s))
 
 
 @dataclass
@@ -102,7 +125,7 @@ Handler = Callable[[JobContext], JobOutcome]
 def claim(job_id: uuid.UUID, worker_id: str) -> JobContext | None:
     """Atomically take the job for this worker, or None if it is not ours to run."""
     now = utcnow()
-    stale = now - timedelta(seconds=STALE_AFTER_S)
+    stale = now - timedelta(seconds=get_settings().job_stale_after_s)
     with session_scope() as session:
         claimed = session.execute(
             update(Job)
@@ -149,31 +172,41 @@ def _fail_if_out_of_attempts(session: Session, job_id: uuid.UUID, stale: Any) ->
         return
     if job.state == JobState.running and job.heartbeat_at is not None and job.heartbeat_at > stale:
         return
-    job.state = JobState.failed
-    job.error = (
-        f"The worker running this job stopped unexpectedly {job.attempts} times; "
+    message = out_of_attempts_message(job.attempts)
+    finish_job(session, job, JobState.failed, error=message)
+    publish_after_commit(session, job.id, StateEvent(state=JobState.failed.value, error=message))
+
+
+def out_of_attempts_message(attempts: int) -> str:
+    return (
+        f"The worker running this job stopped unexpectedly {attempts} times; "
         "it was not retried again."
     )
-    job.finished_at = utcnow()
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, job_id: uuid.UUID, worker_id: str) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.job_id, self.worker_id = job_id, worker_id
+    """Proves the job's worker alive (and records its progress) while the handler runs."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{ctx.job_id}")
+        self.ctx = ctx
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_INTERVAL_S):
+        while not self.stopped.wait(get_settings().job_heartbeat_s):
             try:
                 with session_scope() as session:
                     session.execute(
                         update(Job)
-                        .where(Job.id == self.job_id, Job.worker_id == self.worker_id)
-                        .values(heartbeat_at=utcnow())
+                        .where(
+                            Job.id == self.ctx.job_id,
+                            Job.state == JobState.running,
+                            Job.worker_id == self.ctx.worker_id,
+                        )
+                        .values(heartbeat_at=utcnow(), progress=self.ctx.progress)
                     )
             except Exception:
-                log.warning("heartbeat failed for %s", self.job_id, exc_info=True)
+                log.warning("heartbeat failed for %s", self.ctx.job_id, exc_info=True)
 
 
 def _finish(
@@ -200,11 +233,7 @@ def _finish(
             return False
         if store is not None:
             store(session)
-        job.state = state
-        job.result = result
-        job.error = error
-        job.progress = 1.0 if state == JobState.succeeded else job.progress
-        job.finished_at = utcnow()
+        finish_job(session, job, state, error=error, result=result)
     return True
 
 
@@ -217,10 +246,15 @@ def run_job(job_id: str | uuid.UUID, handler: Handler) -> None:
         log.info("job %s not claimed (finished, canceled or running elsewhere)", job_uuid)
         return
     ctx.publish(StateEvent(state=JobState.running.value, attempt=ctx.attempt))
-    heartbeat = _Heartbeat(job_uuid, worker_id)
+    limit_s = get_settings().job_time_limit_s
+    ctx.soft_deadline = time.monotonic() + max(1.0, limit_s - 60)
+    heartbeat = _Heartbeat(ctx)
     heartbeat.start()
     try:
         outcome = handler(ctx)
+    except SoftTimeLimitExceeded:
+        if _finish(ctx, JobState.failed, error=time_limit_message(limit_s)):
+            ctx.publish(StateEvent(state=JobState.failed.value, error=time_limit_message(limit_s)))
     except JobCanceled:
         if _finish(ctx, JobState.canceled):
             ctx.publish(StateEvent(state=JobState.canceled.value))

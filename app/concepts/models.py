@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Integer, String
+from sqlalchemy import JSON, Enum, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, IdMixin, TimestampMixin, utcnow
@@ -75,3 +75,18 @@ class ShareLink(IdMixin, TimestampMixin, Base):
     )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class ShareGrant(IdMixin, TimestampMixin, Base):
+    """A signed-in person opened a share link: they may view and use the concept while the
+    link stays unrevoked (anonymous visitors hold the same right in a signed cookie)."""
+
+    __tablename__ = "share_grants"
+    __table_args__ = (UniqueConstraint("user_id", "share_link_id"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    share_link_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("share_links.id", ondelete="CASCADE"), index=True
+    )

@@ -1,4 +1,4 @@
-"""Job lifecycle on the web side: create, enqueue after commit, cancel, queue position."""
+"""Job lifecycle on the web side: create, enqueue after commit, cancel, finish, queue position."""
 
 from __future__ import annotations
 
@@ -6,16 +6,22 @@ import logging
 import uuid
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from app.concepts.models import Concept, ConceptStatus
 from app.config import get_settings
 from app.db import utcnow
 from app.jobs.events import StateEvent
 from app.jobs.models import Job, JobKind, JobState
 from app.jobs.progress import get_progress_bus
+from app.storage.models import Blob
 
 log = logging.getLogger(__name__)
+
+CANCELING = "canceling"
+"""StateEvent.state published when a running job was asked to stop (not a JobState)."""
 
 
 def create_job(
@@ -36,6 +42,7 @@ def create_job(
         generation_id=generation_id,
         params=params or {},
         max_attempts=get_settings().job_max_attempts,
+        enqueued_at=utcnow(),
     )
     session.add(job)
     session.flush()
@@ -53,6 +60,17 @@ def enqueue_after_commit(session: Session, job_id: uuid.UUID, kind: JobKind) -> 
     @event.listens_for(session, "after_commit", once=True)
     def _send(_session: Session) -> None:
         send_job_message(job_id, kind)
+
+
+def publish_after_commit(session: Session, job_id: uuid.UUID, event_: BaseModel) -> None:
+    """Publish a progress event once the state it announces is committed."""
+
+    @event.listens_for(session, "after_commit", once=True)
+    def _publish(_session: Session) -> None:
+        try:
+            get_progress_bus().publish(str(job_id), event_)
+        except Exception:  # events are hints; the row is already right
+            log.warning("could not publish an event for job %s", job_id, exc_info=True)
 
 
 def send_job_message(job_id: uuid.UUID, kind: JobKind) -> None:
@@ -84,12 +102,46 @@ def queue_position(session: Session, job: Job) -> int | None:
     return int(ahead or 0) + 1
 
 
+def finish_job(
+    session: Session,
+    job: Job,
+    state: JobState,
+    *,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """Move a job to a final state with its side effects, in the caller's transaction.
+
+    The one place final states are written (runner, sweeper, cancel), so a fit's concept
+    never stays `fitting` after its job ended, whoever ended it.
+    """
+    assert state.finished
+    job.state = state
+    job.error = error
+    if result is not None:
+        job.result = result
+    if state == JobState.succeeded:
+        job.progress = 1.0
+    job.finished_at = utcnow()
+    if job.checkpoint_blob_id is not None:  # only a retry of this job could use it
+        checkpoint = session.get(Blob, job.checkpoint_blob_id)
+        job.checkpoint_blob_id = None
+        if checkpoint is not None:
+            session.delete(checkpoint)
+    if job.kind == JobKind.fit and job.concept_id is not None and state != JobState.succeeded:
+        concept = session.get(Concept, job.concept_id)
+        if concept is not None and concept.status == ConceptStatus.fitting:
+            concept.status = ConceptStatus(state.value)
+
+
 def request_cancel(session: Session, job: Job) -> Job:
     """Cancel a queued job at once; ask a running one to stop at its next step."""
+    session.refresh(job, with_for_update=True)  # a worker may be claiming it right now
     if job.state == JobState.queued:
-        job.state = JobState.canceled
-        job.finished_at = utcnow()
         job.cancel_requested = True
-    elif job.state == JobState.running:
+        finish_job(session, job, JobState.canceled)
+        publish_after_commit(session, job.id, StateEvent(state=JobState.canceled.value))
+    elif job.state == JobState.running and not job.cancel_requested:
         job.cancel_requested = True
+        publish_after_commit(session, job.id, StateEvent(state=CANCELING, attempt=job.attempts))
     return job

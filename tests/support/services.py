@@ -90,3 +90,18 @@ def fresh_redis() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+CHROMIUM_PATH = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def require_chromium() -> str:
+    """The system Chromium for Playwright (never `playwright install`)."""
+    if not os.path.exists(CHROMIUM_PATH):
+        missing(f"Chromium at {CHROMIUM_PATH}", "install the distribution's chromium package")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing("The playwright Python package", "pip install playwright (not the browsers)")
+    return CHROMIUM_PATH

@@ -19,10 +19,13 @@ from workers.perfusion import FitConfig, compute_covariance, fit_concept
 WORDS = "a photo of the good image my dog cat red blue on in at with grass beach sofa".split()
 MAX_LEN = 16
 
+
 def _captions(count: int = 400, seed: int = 0) -> list[str]:
     """Varied-length captions over WORDS: the tiny model's stand-in for the caption corpus."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, MAX_LEN))) for _ in range(count)]
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, MAX_LEN))) for _ in range(count)
+    ]
 
 
 CAPTIONS = _captions()

@@ -104,7 +104,9 @@ def test_cancel_raises_and_restores_the_pipeline(tiny_pipe, tiny_cov):
 def test_progress_reports_eta_and_preview(tiny_pipe, tiny_cov):
     events = []
     config = replace(TINY_FIT, steps=2, preview_every=2, preview_steps=2)
-    fit_concept(tiny_pipe, make_images(1), "<p>", "cat", config, tiny_cov, on_progress=events.append)
+    fit_concept(
+        tiny_pipe, make_images(1), "<p>", "cat", config, tiny_cov, on_progress=events.append
+    )
     assert [e.step for e in events] == [1, 2]
     assert events[0].total == 2 and events[0].eta_s >= 0 and events[0].preview is None
     assert events[1].preview is not None and events[1].preview.size == (16, 16)
@@ -121,7 +123,15 @@ def test_loss_falls_over_a_short_fit(tmp_path: Path):
     cov = compute_covariance(pipe, CAPTIONS)
     losses = []
     config = replace(TINY_FIT, steps=24, flip_p=0.0)
-    fit_concept(pipe, make_images(1), "<sks>", "dog", config, cov, on_progress=lambda p: losses.append(p.loss))
+    fit_concept(
+        pipe,
+        make_images(1),
+        "<sks>",
+        "dog",
+        config,
+        cov,
+        on_progress=lambda p: losses.append(p.loss),
+    )
     first, last = np.mean(losses[:6]), np.mean(losses[-6:])
     print(f"loss first 6 steps {first:.4f}, last 6 steps {last:.4f}")
     assert last < first - 0.05

@@ -1,0 +1,210 @@
+"""Concept API: thin routes over app.concepts.service; authorization via app.concepts.access."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
+
+from app.auth.deps import CurrentUser
+from app.concepts import service
+from app.concepts.access import Need, ViewerDep, get_concept
+from app.concepts.filecheck import ConceptFileRejected, inspect_concept_file, reference_schema
+from app.concepts.models import Visibility
+from app.concepts.schemas import (
+    ConceptOut,
+    ConceptPage,
+    ConceptPatch,
+    CreatedOut,
+    Resolution,
+    ShareOut,
+    TokenCheck,
+)
+from app.concepts.service import ConceptError, Upload
+from app.deps import SessionDep, SettingsDep
+from app.generations.service import resolve_tokens, resolved
+from app.jobs.models import JobKind
+from app.security.ratelimit import enforce_job_quota
+from app.uploads.streaming import read_upload_files
+
+router = APIRouter(prefix="/api/concepts", tags=["concepts"])
+
+Page = Annotated[int, Query(ge=1, le=10_000)]
+PerPage = Annotated[int, Query(ge=1, le=60)]
+Search = Annotated[str, Query(max_length=100)]
+
+
+def _refuse(exc: ConceptError) -> HTTPException:
+    return HTTPException(exc.status, exc.message)
+
+
+def _read(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"{upload.filename or 'file'}: larger than {limit // (1024 * 1024)} MB.",
+        )
+    return data
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED)
+def create_concept(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    name: Annotated[str, Form(max_length=100)],
+    token: Annotated[str, Form(max_length=40, description="Trigger token, e.g. `<rex>`.")],
+    superclass: Annotated[str, Form(max_length=40, description="What it is: dog, person, toy…")],
+    images: Annotated[list[UploadFile], File(description="3–10 photos of the subject.")],
+    steps: Annotated[int | None, Form(ge=1, le=service.MAX_FIT_STEPS)] = None,
+    seed: Annotated[int | None, Form(ge=0, le=2**32 - 1)] = None,
+) -> CreatedOut:
+    """Upload photos and start teaching the model the subject (a fit job)."""
+    enforce_job_quota(session, user, JobKind.fit, settings)
+    if len(images) > service.MAX_PHOTOS:
+        raise HTTPException(422, f"Upload at most {service.MAX_PHOTOS} photos.")
+    uploads = [Upload(name, data) for name, data in read_upload_files(images, settings)]
+    try:
+        concept, job = service.create_concept(
+            session, settings, user, name=name, token=token, superclass=superclass,
+            uploads=uploads, steps=steps, seed=seed,
+        )  # fmt: skip
+    except ConceptError as exc:
+        raise _refuse(exc) from None
+    return CreatedOut(id=concept.id, job=service.job_ref(session, job))
+
+
+@router.get("")
+def my_concepts(
+    user: CurrentUser, viewer: ViewerDep, session: SessionDep,
+    q: Search = "", page: Page = 1, per_page: PerPage = 12,
+) -> ConceptPage:  # fmt: skip
+    """Your concepts, newest first; `q` searches name and superclass."""
+    return service.list_concepts(session, viewer, mine=True, q=q, page=page, per_page=per_page)
+
+
+@router.get("/public")
+def public_concepts(
+    viewer: ViewerDep, session: SessionDep, q: Search = "", page: Page = 1, per_page: PerPage = 12
+) -> ConceptPage:
+    """Everyone's public concepts, newest first; `q` searches name and superclass."""
+    return service.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=per_page)
+
+
+@router.get("/check-token")
+def check_token(
+    session: SessionDep, token: Annotated[str, Query(max_length=60)] = "",
+    name: Annotated[str, Query(max_length=100)] = "",
+) -> TokenCheck:  # fmt: skip
+    """Is this trigger token well-formed and free? With only `name`, suggests one."""
+    return service.check_token(session, token or service.suggest_token(name))
+
+
+@router.get("/superclasses")
+def superclasses(settings: SettingsDep) -> list[str]:
+    """Superclass suggestions (the toy world's nouns first when it is the base model)."""
+    return service.superclass_suggestions(settings)
+
+
+@router.get("/resolve")
+def resolve(
+    viewer: ViewerDep, session: SessionDep, prompt: Annotated[str, Query(max_length=500)] = ""
+) -> Resolution:
+    """Which `<tokens>` in a prompt name concepts you may use, and which are unknown."""
+    concepts, unknown = resolve_tokens(session, viewer, prompt)
+    return Resolution(recognized=resolved(concepts), unknown=unknown)
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED)
+def import_concept(
+    user: CurrentUser,
+    viewer: ViewerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="A Perfusion concept .safetensors file.")],
+    name: Annotated[str | None, Form(max_length=100)] = None,
+    visibility: Annotated[Visibility, Form()] = Visibility.private,
+) -> ConceptOut:
+    """Add a concept from a downloaded file (checked against this studio's base model)."""
+    data = _read(file, settings.concept_file_max_bytes)
+    try:
+        inspect_concept_file(data, reference_schema(session, settings.base_model), settings)
+    except ConceptFileRejected as exc:
+        raise HTTPException(exc.status_code, str(exc)) from None
+    try:
+        concept = service.import_concept(session, settings, user, data, name, visibility)
+    except ConceptError as exc:
+        raise _refuse(exc) from None
+    return service.concept_out(session, viewer, concept)
+
+
+@router.get("/{concept_id}")
+def read_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> ConceptOut:
+    """A concept you own, that is public, or whose share link you opened."""
+    return service.concept_out(session, viewer, get_concept(session, viewer, concept_id))
+
+
+@router.patch("/{concept_id}")
+def update_concept(
+    concept_id: uuid.UUID, body: ConceptPatch, viewer: ViewerDep, session: SessionDep
+) -> ConceptOut:
+    """Rename or change visibility (private / unlisted / public). Owner only."""
+    concept = get_concept(session, viewer, concept_id, Need.manage)
+    service.update_concept(concept, body.name, body.visibility)
+    session.flush()
+    return service.concept_out(session, viewer, concept)
+
+
+@router.delete("/{concept_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
+    """Delete the concept with its photos, images and file. Owner only."""
+    service.delete_concept(session, get_concept(session, viewer, concept_id, Need.manage))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{concept_id}/file", response_class=Response)
+def download_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
+    """The concept file (.safetensors, ~50 KB) of a ready concept you may view."""
+    concept = get_concept(session, viewer, concept_id)
+    data = service.concept_file(session, concept)
+    if data is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "This concept has no file yet.")
+    filename = re.sub(r"[^a-z0-9_-]", "", concept.token) or "concept"
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.safetensors"'},
+    )
+
+
+@router.get("/{concept_id}/photos/{photo_id}", response_class=Response)
+def concept_photo(
+    concept_id: uuid.UUID, photo_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
+) -> Response:
+    """A training photo (sanitized PNG). Owner only."""
+    concept = get_concept(session, viewer, concept_id, Need.manage)
+    data = service.photo_bytes(session, concept, photo_id)
+    if data is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Photo not found.")
+    return Response(
+        data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+@router.post("/{concept_id}/share")
+def share_concept(
+    concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep, settings: SettingsDep
+) -> ShareOut:
+    """A new unguessable share link (revokes the previous one; private becomes unlisted)."""
+    concept = get_concept(session, viewer, concept_id, Need.manage)
+    return ShareOut(url=service.create_share_link(session, settings, concept))
+
+
+@router.delete("/{concept_id}/share", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_share(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
+    """Revoke the share link: whoever opened it loses access (unless the concept is public)."""
+    service.revoke_share_links(session, get_concept(session, viewer, concept_id, Need.manage))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,61 @@
+"""Request and response shapes for generations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.concepts.schemas import ImageRef, JobRef, ResolvedToken
+from app.generations import limits
+
+MAX_SEED = limits.SEED_MAX
+
+
+class GenerationIn(BaseModel):
+    prompt: limits.Prompt
+    negative_prompt: limits.NegativePrompt = ""
+    n: limits.ImageCount = Field(default=2, description="Number of images, 1–4.")
+    seed: limits.Seed | None = Field(default=None, description="Fixed seed; empty = random.")
+    steps: limits.Steps = 25
+    guidance: limits.Guidance = 7.5
+    strength: limits.Strength = Field(
+        default=0.6, description="0 = follow the prompt, 1 = follow the concept."
+    )
+    concept_id: uuid.UUID | None = Field(
+        default=None, description="The concept page this was started from (its history)."
+    )
+
+
+class SweepIn(GenerationIn):
+    n: int = Field(default=1, ge=1, le=1)
+    strengths: list[limits.Strength] = Field(
+        default=[0.2, 0.4, 0.6, 0.8, 1.0], min_length=2, max_length=5
+    )
+
+
+class GenerationOut(BaseModel):
+    id: uuid.UUID
+    concept_id: uuid.UUID | None
+    prompt: str
+    negative_prompt: str
+    params: dict[str, Any]
+    created_at: datetime
+    images: list[ImageRef]
+    job: JobRef | None
+    recognized: list[ResolvedToken] = []
+
+
+class GenerationCreated(BaseModel):
+    id: uuid.UUID
+    job: JobRef
+    seed: int
+    recognized: list[ResolvedToken]
+    unknown: list[str]
+
+
+class SweepCreated(BaseModel):
+    sweep: str
+    items: list[GenerationCreated]

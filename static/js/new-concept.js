@@ -1,0 +1,141 @@
+// New concept: photos (drop or pick, thumbnails, remove), name → token suggestion with a
+// uniqueness check, superclass suggestions, advanced settings; submit → the concept page.
+import { api, show, el, $ } from "./api.js";
+
+const TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
+const MAX_BYTES = 10 * 1024 * 1024;
+const MIN_PHOTOS = 3;
+const MAX_PHOTOS = 10;
+
+const photos = []; // {file, url}
+const dropzone = $("#dropzone");
+const input = $("#photos");
+const formError = $("#form-error");
+
+function addFiles(files) {
+  const problems = [];
+  for (const file of files) {
+    if (!TYPES.has(file.type)) problems.push(`${file.name}: not a PNG, JPEG or WebP image.`);
+    else if (file.size > MAX_BYTES) problems.push(`${file.name}: larger than 10 MB.`);
+    else if (photos.length >= MAX_PHOTOS) problems.push(`At most ${MAX_PHOTOS} photos.`);
+    else photos.push({ file, url: URL.createObjectURL(file) });
+  }
+  show(formError, [...new Set(problems)].join(" "));
+  renderThumbs();
+}
+
+function renderThumbs() {
+  $("#thumbs").replaceChildren(
+    ...photos.map((photo, index) => {
+      const remove = el("button", { type: "button", text: "×", "aria-label": `Remove ${photo.file.name}` });
+      remove.addEventListener("click", () => {
+        URL.revokeObjectURL(photo.url);
+        photos.splice(index, 1);
+        renderThumbs();
+      });
+      return el("div", { class: "thumb" }, el("img", { src: photo.url, alt: photo.file.name }), remove);
+    }),
+  );
+  const n = photos.length;
+  const hint = $("#photo-hint");
+  hint.textContent = n === 0 ? "No photos yet." : n < MIN_PHOTOS
+    ? `${n} photo${n > 1 ? "s" : ""} — add at least ${MIN_PHOTOS - n} more.`
+    : `${n} photos${n === 4 ? " — a good number." : "."}`;
+  hint.className = `hint ${n >= MIN_PHOTOS ? "ok" : ""}`;
+}
+
+dropzone.addEventListener("click", () => input.click());
+dropzone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
+input.addEventListener("change", () => { addFiles([...input.files]); input.value = ""; });
+for (const type of ["dragenter", "dragover"]) {
+  dropzone.addEventListener(type, (e) => { e.preventDefault(); dropzone.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  dropzone.addEventListener(type, (e) => { e.preventDefault(); dropzone.classList.remove("over"); });
+}
+dropzone.addEventListener("drop", (e) => addFiles([...e.dataTransfer.files]));
+
+// Token: suggested from the name until edited by hand; checked for form and uniqueness.
+const nameInput = $("#name");
+const tokenInput = $("#token");
+let tokenEdited = false;
+let tokenOk = false;
+let checkTimer = null;
+
+const slug = (name) => name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 36).replace(/-+$/, "");
+
+function scheduleCheck() {
+  clearTimeout(checkTimer);
+  tokenOk = false;
+  checkTimer = setTimeout(checkToken, 250);
+}
+
+async function checkToken() {
+  const token = tokenInput.value.trim();
+  const hint = $("#token-hint");
+  if (!token) { hint.textContent = "Write it in prompts, e.g. “a <rex> on the moon”."; hint.className = "hint"; return; }
+  const result = await api(`/api/concepts/check-token?token=${encodeURIComponent(token)}`).catch(() => null);
+  if (!result || tokenInput.value.trim() !== token) return;
+  tokenOk = result.valid && result.available;
+  hint.textContent = result.message;
+  hint.className = `hint ${tokenOk ? "ok" : "bad"}`;
+}
+
+nameInput.addEventListener("input", () => {
+  if (tokenEdited) return;
+  const s = slug(nameInput.value);
+  tokenInput.value = s ? `<${s}>` : "";
+  scheduleCheck();
+});
+tokenInput.addEventListener("input", () => { tokenEdited = tokenInput.value.trim() !== ""; scheduleCheck(); });
+
+for (const button of document.querySelectorAll("[data-superclass]")) {
+  button.addEventListener("click", () => { $("#superclass").value = button.dataset.superclass; });
+}
+
+$("#concept-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const problems = [];
+  if (photos.length < MIN_PHOTOS) problems.push(`Add at least ${MIN_PHOTOS} photos (4 work well).`);
+  if (!nameInput.value.trim()) problems.push("Give the concept a name.");
+  if (!/^<[a-z0-9][a-z0-9_-]{0,36}>$/.test(tokenInput.value.trim())) problems.push("The token looks like <name>: lowercase letters, digits, - or _.");
+  if (!$("#superclass").value.trim()) problems.push("Say what it is (superclass), e.g. dog.");
+  if (problems.length) { show(formError, problems.join(" ")); return; }
+  const form = new FormData();
+  form.append("name", nameInput.value.trim());
+  form.append("token", tokenInput.value.trim());
+  form.append("superclass", $("#superclass").value.trim().toLowerCase());
+  if ($("#steps").value) form.append("steps", $("#steps").value);
+  if ($("#seed").value) form.append("seed", $("#seed").value);
+  for (const photo of photos) form.append("images", photo.file, photo.file.name);
+  const button = $("#submit");
+  button.disabled = true;
+  button.textContent = "Uploading…";
+  show(formError, "");
+  try {
+    const created = await api("/api/concepts", { method: "POST", form });
+    window.location.assign(`/concepts/${created.id}`);
+  } catch (error) {
+    show(formError, error.message);
+    button.disabled = false;
+    button.textContent = "Teach the model";
+  }
+});
+
+$("#import-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("#import-file").files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  if ($("#import-name").value.trim()) form.append("name", $("#import-name").value.trim());
+  show($("#import-error"), "");
+  try {
+    const concept = await api("/api/concepts/import", { method: "POST", form });
+    window.location.assign(concept.page_url);
+  } catch (error) {
+    show($("#import-error"), error.message);
+  }
+});
+
+renderThumbs();

@@ -1,0 +1,61 @@
+"""Browser tests: a real `perfusion-studio serve` (embedded default, toy world on the CPU)
+in a temporary data directory, driven by the system Chromium through Playwright."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import TOYWORLD_MODEL
+from tests.support.services import CHROMIUM_ARGS, require_chromium
+from tests.support.stack import Stack, running_stack
+
+FIT_STEPS = int(os.environ.get("E2E_FIT_STEPS", "40"))
+GEN_STEPS = int(os.environ.get("E2E_GEN_STEPS", "10"))
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    env.update(STUDIO_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", STUDIO_DEVICE="cpu")
+    return env
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The app as a person runs it: one `serve` process, SQLite, in-process worker."""
+    if not (TOYWORLD_MODEL / "model_index.json").exists():
+        pytest.fail(f"the toy-world base model is missing at {TOYWORLD_MODEL} (toyworld branch)")
+    tmp = tmp_path_factory.mktemp("studio")
+    with running_stack(embedded_env(tmp / "var"), tmp) as stack:
+        stack.start_web()
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Four 'photos' of the toy world's held-out striped candy circle."""
+    from workers.toyworld.world import BACKGROUNDS, render_concept
+
+    folder = tmp_path_factory.mktemp("photos")
+    rng = random.Random(3)
+    paths = []
+    for i in range(4):
+        path = folder / f"candy-{i}.png"
+        render_concept("candy", BACKGROUNDS[i % len(BACKGROUNDS)], rng).save(path)
+        paths.append(path)
+    return paths

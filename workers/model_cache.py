@@ -1,0 +1,117 @@
+"""Base models a worker process keeps loaded: loaded once, reused by every job, LRU by count.
+
+Concepts are applied to and removed from a cached pipeline per job, never baked in, so the
+base model stays unchanged and is never reloaded for a new concept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from app.config import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedModel:
+    base: str
+    pipe: Any
+    """A diffusers StableDiffusionPipeline."""
+    load_s: float
+    covariance: Any | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Held while a job uses the pipeline (concept processors are per-pipeline state)."""
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` means the GPU when there is one."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_pipeline(base: str, device: str) -> Any:
+    from workers.perfusion import load_pipeline
+
+    return load_pipeline(base, device=device)
+
+
+class ModelCache:
+    """LRU cache of loaded base models for one worker process."""
+
+    def __init__(
+        self, size: int, device: str, loader: Callable[[str, str], Any] = _load_pipeline
+    ) -> None:
+        self.size = max(1, size)
+        self.device = device
+        self._loader = loader
+        self._models: OrderedDict[str, CachedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0
+        """Base-model loads since this process started (a warm worker does not add to it)."""
+        self.hits = 0
+
+    def get(self, base: str) -> CachedModel:
+        """The loaded model for `base`, loading it (and evicting the least used) if needed."""
+        with self._lock:
+            cached = self._models.get(base)
+            if cached is not None:
+                self._models.move_to_end(base)
+                self.hits += 1
+                return cached
+            started = time.monotonic()
+            pipe = self._loader(base, self.device)
+            cached = CachedModel(base=base, pipe=pipe, load_s=time.monotonic() - started)
+            self.loads += 1
+            self._models[base] = cached
+            while len(self._models) > self.size:
+                evicted, _ = self._models.popitem(last=False)
+                log.info("evicted base model %s from the cache", evicted)
+                _free_gpu_memory()
+            log.info("loaded base model %s on %s in %.2fs", base, self.device, cached.load_s)
+            return cached
+
+    def covariance(self, model: CachedModel) -> Any:
+        """The model's text-embedding covariance (computed once, cached on disk)."""
+        if model.covariance is None:
+            from workers.perfusion import get_covariance
+
+            cache_dir = get_settings().data_dir / "cache" / "covariance"
+            model.covariance = get_covariance(model.pipe, cache_dir=cache_dir)
+        return model.covariance
+
+    def stats(self, model: CachedModel) -> dict[str, Any]:
+        """What a job result records about the cache (tests assert warm workers reuse it)."""
+        return {
+            "model_loads": self.loads,
+            "model_cache_hits": self.hits,
+            "model_load_s": round(model.load_s, 3),
+            "device": self.device,
+        }
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@lru_cache
+def get_model_cache() -> ModelCache:
+    """This process's cache, sized and placed by the Settings."""
+    settings = get_settings()
+    return ModelCache(settings.model_cache_size, resolve_device(settings.device))
