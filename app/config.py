@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     fit_preview_every: int = 50
     """Steps between preview images published while fitting (0 = never)."""
     sample_steps: int = 25
+    covariance_captions: Path | None = None
+    """Captions (one a line) for the base model's text covariance; default: the bundled corpus."""
     """Denoising steps of the sample images stored after a fit."""
     job_time_limit_s: int = 2 * 3600
     """Hard limit of one job attempt; the broker's visibility timeout is derived from it."""

@@ -86,8 +86,13 @@ class ModelCache:
         if model.covariance is None:
             from workers.perfusion import get_covariance
 
-            cache_dir = get_settings().data_dir / "cache" / "covariance"
-            model.covariance = get_covariance(model.pipe, cache_dir=cache_dir)
+            settings = get_settings()
+            captions = None
+            if settings.covariance_captions is not None:
+                lines = settings.covariance_captions.read_text().splitlines()
+                captions = [line.strip() for line in lines if line.strip()]
+            cache_dir = settings.data_dir / "cache" / "covariance"
+            model.covariance = get_covariance(model.pipe, captions=captions, cache_dir=cache_dir)
         return model.covariance
 
     def stats(self, model: CachedModel) -> dict[str, Any]:

@@ -1,0 +1,154 @@
+"""Fit and generate handlers in process on a tiny model: results stored once, events published."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from app.concepts.models import Concept, ConceptStatus
+from app.db import session_scope
+from app.generations.models import GeneratedImage, Generation
+from app.jobs.models import Job, JobKind, JobState
+from app.jobs.progress import get_progress_bus
+from app.storage.models import Blob
+from tests.conftest import reset_caches
+from tests.support.factories import make_concept, make_generation, make_job_row, make_user
+from tests.support.tiny_model import save_tiny_model
+from workers import handlers
+from workers.images import png_parameters
+from workers.model_cache import get_model_cache
+from workers.runner import JobFailed, run_job
+
+
+@pytest.fixture
+def tiny_env(embedded_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory):  # type: ignore[no-untyped-def]
+    for name, value in save_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model").items():
+        monkeypatch.setenv(name, value)
+    reset_caches()
+    get_model_cache.cache_clear()
+    yield embedded_env
+    get_model_cache.cache_clear()
+
+
+def _events(job_id: uuid.UUID) -> list[dict]:  # type: ignore[type-arg]
+    return [event for _, event in get_progress_bus().read(str(job_id), None, 0)]
+
+
+def _fit_job(steps: int = 4) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    with session_scope() as session:
+        user = make_user(session)
+        concept = make_concept(session, user, token="<rex>")
+        params = {"token": "<rex>", "superclass": "dog", "steps": steps, "seed": 0, "samples": 2}
+        job = make_job_row(
+            session, JobKind.fit, owner_id=user.id, concept_id=concept.id, params=params
+        )
+        return user.id, concept.id, job.id
+
+
+def _generate_job(user_id: uuid.UUID, concept_ids: list[str], n: int = 2) -> uuid.UUID:
+    from app.users.models import User
+
+    with session_scope() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        generation = make_generation(session, user, "a <rex> on the beach")
+        params = {
+            "prompt": "a <rex> on the beach",
+            "negative_prompt": "blurry",
+            "n": n,
+            "seed": 7,
+            "steps": 2,
+            "guidance": 5.0,
+            "strength": 0.8,
+            "concept_ids": concept_ids,
+        }
+        job = make_job_row(
+            session, JobKind.generate, owner_id=user.id, generation_id=generation.id, params=params
+        )
+        return job.id
+
+
+def test_a_fit_stores_its_concept_file_and_samples_once_then_generation_uses_it(tiny_env) -> None:  # type: ignore[no-untyped-def]
+    user_id, concept_id, job_id = _fit_job()
+    run_job(job_id, handlers.fit)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        concept = session.get(Concept, concept_id)
+        assert job is not None and concept is not None
+        assert job.state == JobState.succeeded, job.error
+        assert concept.status == ConceptStatus.ready and concept.file_blob_id is not None
+        assert job.checkpoint_blob_id is None  # cleaned up with the final state
+        (sample,) = session.scalars(select(Generation).where(Generation.concept_id == concept_id))
+        assert sample.prompt == "a photo of a <rex>" and sample.params["sample"] is True
+        assert [image.index for image in sample.images] == [0, 1]
+        assert job.result is not None and job.result["resumed_from_step"] is None
+    events = _events(job_id)
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
+    assert [e["step"] for e in events if e["type"] == "preview"] == [4]
+    assert events[0]["state"] == "running" and events[-1] == {"type": "state", "state": "succeeded"}
+
+    gen_job = _generate_job(user_id, [str(concept_id)], n=2)
+    run_job(gen_job, handlers.generate)
+    with session_scope() as session:
+        job = session.get(Job, gen_job)
+        assert job is not None and job.state == JobState.succeeded, job and job.error
+        assert job.result is not None
+        assert job.result["model_loads"] == 1  # the fit loaded the base model; reused here
+        images = session.scalars(
+            select(GeneratedImage).where(GeneratedImage.generation_id == job.generation_id)
+        ).all()
+        assert sorted((image.index, image.seed) for image in images) == [(0, 7), (1, 8)]
+        blob = session.get(Blob, images[0].blob_id)
+        assert blob is not None
+        meta = png_parameters(blob.data)
+    assert meta["prompt"] == "a <rex> on the beach" and meta["negative_prompt"] == "blurry"
+    assert (meta["steps"], meta["guidance"], meta["strength"]) == (2, 5.0, 0.8)
+    assert meta["tokens"] == ["<rex>"] and meta["concept_ids"] == [str(concept_id)]
+    assert meta["seed"] in (7, 8) and meta["base_model"]
+    events = _events(gen_job)
+    steps = [(e["image_index"], e["step"]) for e in events if e["type"] == "step"]
+    assert steps == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    finished = [e for e in events if e["type"] == "image"]
+    assert [e["index"] for e in finished] == [0, 1]
+    assert {e["image_id"] for e in finished} == {str(image.id) for image in images}
+
+    run_job(gen_job, handlers.generate)  # the same message again
+    with session_scope() as session:
+        count = session.scalar(select(func.count()).select_from(GeneratedImage))
+        assert count == 4  # two samples + two images, nothing twice
+
+
+def test_a_concept_for_another_base_model_fails_the_generation_readably(tiny_env) -> None:  # type: ignore[no-untyped-def]
+    user_id, concept_id, job_id = _fit_job(steps=2)
+    run_job(job_id, handlers.fit)
+    with session_scope() as session:  # pretend it was trained elsewhere: corrupt its fingerprint
+        concept = session.get(Concept, concept_id)
+        assert concept is not None and concept.file_blob_id is not None
+        blob = session.get(Blob, concept.file_blob_id)
+        assert blob is not None
+        import workers.perfusion as perfusion
+
+        data = perfusion.concept_from_bytes(blob.data)
+        data.base_fingerprint = "0" * 64
+        blob.data = perfusion.concept_to_bytes(data)
+    gen_job = _generate_job(user_id, [str(concept_id)], n=1)
+    run_job(gen_job, handlers.generate)
+    with session_scope() as session:
+        job = session.get(Job, gen_job)
+        assert job is not None and job.state == JobState.failed
+        assert "different base model" in (job.error or "") and "<rex>" in (job.error or "")
+
+
+def test_cuda_out_of_memory_becomes_a_readable_failure_and_frees_the_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    with pytest.raises(JobFailed, match="ran out of memory.*fewer images"), handlers.gpu_errors():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert emptied == [True]
