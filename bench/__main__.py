@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         args.model, reps=3 if args.quick else 5, steps=settings.gen_steps, threads=args.threads
     )
     sections.append("### Generation overhead of applied concepts\n\n" + generation.render(gen))
-    sections.append("### Artefact size per concept\n\n" + size.render(size.run_size(Path(args.model))))
+    sections.append(
+        "### Artefact size per concept\n\n" + size.render(size.run_size(Path(args.model)))
+    )
 
     from bench import web_load
 

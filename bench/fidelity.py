@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
 from workers.toyworld.world import PALETTE
 
 THRESHOLD = 60.0
@@ -50,11 +51,6 @@ def object_mask(image: Image.Image) -> np.ndarray:
     )
     background = np.median(border, axis=0)
     return np.linalg.norm(a - background, axis=2) > THRESHOLD
-
-
-def soft_mask(image: Image.Image) -> Image.Image:
-    """The object mask as an "L" image (255 = object): the stand-in for a segmenter's mask."""
-    return Image.fromarray(object_mask(image).astype(np.uint8) * 255, "L")
 
 
 def descriptor(image: Image.Image) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The four personalization methods compared by the quality harness, each at its usual recipe.
 
 - Perfusion: `workers.perfusion.fit_concept`, the production code path (token embedding and
-  per-layer o*_V only), with the paper's soft foreground-mask loss.
+  per-layer o*_V only). Like the production worker it gets no masks (uniform loss weight),
+  so no method is given a segmentation the others lack.
 - LoRA (DreamBooth-LoRA): rank-4 peft adapters on to_q/to_k/to_v/to_out.0 of every UNet
   attention layer, rare identifier prompt "a photo of sks <class>".
 - DreamBooth: full UNet fine-tune, same identifier prompt, prior-preservation loss on class
@@ -24,8 +25,6 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 from safetensors.torch import save as save_safetensors
-from workers.perfusion.fit import TEMPLATES, encode_training_images
-from workers.perfusion.pipeline import TokenPatch
 
 from workers.perfusion import (
     Concept,
@@ -35,6 +34,8 @@ from workers.perfusion import (
     fit_concept,
     generate,
 )
+from workers.perfusion.fit import TEMPLATES, encode_training_images
+from workers.perfusion.pipeline import TokenPatch
 
 METHODS = ("perfusion", "lora", "dreambooth", "textual_inversion")
 LABELS = {
@@ -200,7 +201,7 @@ def fit_perfusion(pipe, images, masks, name, superclass, recipe, seed, covarianc
         flip_p=0.0,
         seed=seed,
     )
-    concept = fit_concept(pipe, images, f"<{name}>", superclass, config, covariance, masks=masks)
+    concept = fit_concept(pipe, images, f"<{name}>", superclass, config, covariance)
     return Fitted("perfusion", f"<{name}>", concept_to_bytes(concept), concept=concept)
 
 

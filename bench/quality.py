@@ -195,12 +195,11 @@ def run_worker(method: str, settings: Settings, out: Path) -> dict:
             fitted = None
         else:
             images = photos(name, settings.n_photos, settings.seed, train_bgs)
-            masks = [fidelity.soft_mask(im) for im in images]
             recipe = settings.recipes[method]
             torch.manual_seed(settings.seed)
             started = time.perf_counter()
             fitted = FITTERS[method](
-                pipe, images, masks, name, concept.superclass, recipe, settings.seed, covariance
+                pipe, images, None, name, concept.superclass, recipe, settings.seed, covariance
             )
             entry["fit_s"] = time.perf_counter() - started
             entry["peak_rss_after_fit_mib"] = peak_rss_mib()
