@@ -1,6 +1,7 @@
 """Read shape, object colour and background colour back from a toy-world image, analytically.
 
-Background: median of the border pixels, snapped to the nearest background colour.
+Background: median of a band of pixels just inside the border, snapped to the nearest
+background colour.
 Object: pixels far from that background colour; its colour is the median of its inner pixels
 snapped to the nearest object colour; its shape is the template (the shape's mask scaled to its
 bounding box) with the best soft IoU, which works because shapes are never rotated.
@@ -73,8 +74,10 @@ def _shape(mask: np.ndarray) -> str:
 def read_attributes(img: Image.Image) -> Attributes:
     """Attributes of the (single) object in a 64x64 toy-world image; None where unreadable."""
     a = np.asarray(img.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32)
-    border = np.concatenate([a[:2].reshape(-1, 3), a[-2:].reshape(-1, 3),
-                             a[:, :2].reshape(-1, 3), a[:, -2:].reshape(-1, 3)])  # fmt: skip
+    # A band just inside the edge: decoders often smear the outermost pixel row.
+    near, far = slice(1, 3), slice(-3, -1)
+    border = np.concatenate([a[near].reshape(-1, 3), a[far].reshape(-1, 3),
+                             a[:, near].reshape(-1, 3), a[:, far].reshape(-1, 3)])  # fmt: skip
     bg_rgb = np.median(border, axis=0)
     background = _nearest(bg_rgb, BACKGROUNDS)
     distance = np.linalg.norm(a - bg_rgb, axis=2)

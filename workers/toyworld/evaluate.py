@@ -1,0 +1,83 @@
+"""Does a pipeline know the toy world? Generate from fresh captions and read the images back.
+
+python -m workers.toyworld.evaluate [--model workers/toyworld/model] [--n 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from workers.toyworld.reader import read_attributes
+from workers.toyworld.world import caption, sample_scene
+
+MODEL_DIR = Path(__file__).parent / "model"
+STEPS = 20
+GUIDANCE = 4.0
+
+
+def load_pipeline(folder: Path = MODEL_DIR) -> StableDiffusionPipeline:
+    pipe = StableDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def knowledge_accuracy(
+    pipe: StableDiffusionPipeline,
+    n: int = 100,
+    seed: int = 0,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    batch: int = 20,
+) -> dict[str, float]:
+    """Fraction of n generated images whose shape, colour, background (and all three) match
+    the caption they were generated from. Captions always name all three attributes."""
+    rng = random.Random(seed)
+    scenes = [sample_scene(rng) for _ in range(n)]
+    prompts = [caption(s, rng, complete=True) for s in scenes]
+    generator = torch.Generator().manual_seed(seed)
+    hits = {"shape": 0, "color": 0, "background": 0, "all": 0}
+    for start in range(0, n, batch):
+        images = pipe(
+            prompts[start : start + batch],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+        ).images
+        for scene, image in zip(scenes[start : start + batch], images, strict=True):
+            read = read_attributes(image)
+            ok = {
+                "shape": read.shape == scene.shape,
+                "color": read.color == scene.color,
+                "background": read.background == scene.background,
+            }
+            ok["all"] = all(ok.values())
+            for key, value in ok.items():
+                hits[key] += value
+    return {key: value / n for key, value in hits.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Measure what the toy-world model knows.")
+    parser.add_argument("--model", type=Path, default=MODEL_DIR)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--guidance", type=float, default=GUIDANCE)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    pipe = load_pipeline(args.model).to(args.device)
+    start = time.monotonic()
+    result = knowledge_accuracy(pipe, args.n, args.seed, args.steps, args.guidance)
+    result["seconds"] = round(time.monotonic() - start, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Train the toy-world base model and write it in the diffusers StableDiffusionPipeline layout.
+
+    python -m workers.toyworld.train --out workers/toyworld/model --seed 0
+
+Stage 1 trains the VAE (reconstruction + a small KL term) and fixes the latent scaling factor
+as 1 / std of the latents, as SD did. Stage 2 trains the text encoder jointly with the UNet
+(epsilon loss with min-SNR weighting, 10% empty captions for classifier-free guidance), keeping
+an EMA of both; the EMA weights are saved. Steps are fixed by the arguments, so a run is
+reproducible on the same machine and thread count; --minutes only caps stage 2's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from workers.toyworld import models, world
+from workers.toyworld.tokenizer import write_tokenizer
+
+log = logging.getLogger("toyworld.train")
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    vae_steps: int = 1000
+    vae_batch: int = 32
+    vae_crop: int = 64  # < 64 trains on random crops (cheaper on CPU, worse image borders)
+    vae_lr: float = 2e-3
+    kl_weight: float = 1e-6
+    steps: int = 3000
+    batch: int = 128
+    lr: float = 1e-3
+    warmup: int = 100
+    ema_decay: float = 0.995
+    caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    unet_channels: tuple[int, int, int] = (64, 128, 128)
+    text_layers: int = 3
+    minutes: float | None = None  # wall cap for stage 2 only
+    checkpoint_every: int = 0  # if > 0, also save the EMA pipeline to <out>.checkpoint
+    threads: int = 2
+    device: str = "cpu"  # all random draws stay on the CPU, so a GPU run follows the same recipe
+
+
+def images_to_tensor(images: list) -> torch.Tensor:
+    """PIL images -> float tensor in [-1, 1], NCHW."""
+    array = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+def _randn(device: str | torch.device, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU (device-independent stream), moved to device."""
+    return torch.randn(like.shape).to(device)
+
+
+def scene_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]]:
+    scenes = [world.sample_scene(rng) for _ in range(n)]
+    return images_to_tensor([world.render(s) for s in scenes]), [
+        world.caption(s, rng) for s in scenes
+    ]
+
+
+def train_vae(cfg: TrainConfig, rng: random.Random) -> tuple[AutoencoderKL, float]:
+    """Stage 1: returns the VAE and its latent scaling factor."""
+    vae = models.vae().to(cfg.device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    start = time.monotonic()
+    for step in range(1, cfg.vae_steps + 1):
+        lr = cfg.vae_lr * min(1.0, step / 50) * (0.1 if step > 0.8 * cfg.vae_steps else 1.0)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, _ = scene_batch(rng, cfg.vae_batch)
+        top, left = (
+            rng.randrange(world.SIZE - cfg.vae_crop + 1),
+            rng.randrange(world.SIZE - cfg.vae_crop + 1),
+        )
+        x = x[:, :, top : top + cfg.vae_crop, left : left + cfg.vae_crop]
+        x = x.to(cfg.device)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.mean + posterior.std * _randn(x.device, posterior.std)).sample
+        mse = torch.nn.functional.mse_loss(recon, x)
+        loss = mse + cfg.kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == cfg.vae_steps:
+            log.info(
+                "vae step %d/%d mse %.5f (%.0f s)",
+                step,
+                cfg.vae_steps,
+                mse.item(),
+                time.monotonic() - start,
+            )
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        x, _ = scene_batch(rng, 256)
+        posterior = vae.encode(x.to(cfg.device)).latent_dist
+        std = (posterior.mean + posterior.std * _randn(cfg.device, posterior.std)).std().item()
+    log.info("latent std %.4f -> scaling factor %.5f", std, 1.0 / std)
+    return vae, 1.0 / std
+
+
+def encode_prompts(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, prompts: list[str]):
+    """Text encodings exactly as StableDiffusionPipeline makes them (padded, no mask)."""
+    ids = tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    return encoder(ids.to(encoder.device))[0]
+
+
+def train_diffusion(
+    cfg: TrainConfig,
+    rng: random.Random,
+    tokenizer: CLIPTokenizer,
+    vae: AutoencoderKL,
+    scaling: float,
+    checkpoint: Callable[[CLIPTextModel, UNet2DConditionModel], None] | None = None,
+) -> tuple[CLIPTextModel, UNet2DConditionModel, int, float]:
+    """Stage 2: returns the EMA text encoder and UNet, the steps done and seconds taken."""
+    encoder = models.text_encoder(tokenizer, cfg.text_layers).to(cfg.device)
+    unet = models.unet(cfg.unet_channels).to(cfg.device)
+    ema_encoder, ema_unet = copy.deepcopy(encoder), copy.deepcopy(unet)
+    trained = list(encoder.parameters()) + list(unet.parameters())
+    averaged = list(ema_encoder.parameters()) + list(ema_unet.parameters())
+    for p in averaged:
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
+    scheduler = models.train_scheduler()
+    alphas = scheduler.alphas_cumprod
+    snr = alphas / (1 - alphas)
+    # min-SNR-gamma weighting for the epsilon loss
+    weights = (torch.clamp(snr, max=cfg.min_snr_gamma) / snr).to(cfg.device)
+    start = time.monotonic()
+    step, running = 0, 0.0
+    while step < cfg.steps:
+        if cfg.minutes is not None and time.monotonic() - start > 60 * cfg.minutes:
+            log.warning("stopping at step %d: --minutes %.1f reached", step, cfg.minutes)
+            break
+        step += 1
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, step / cfg.warmup)
+        x, prompts = scene_batch(rng, cfg.batch)
+        prompts = ["" if rng.random() < cfg.caption_dropout else p for p in prompts]
+        with torch.no_grad():
+            posterior = vae.encode(x.to(cfg.device)).latent_dist
+            latents = (posterior.mean + posterior.std * _randn(cfg.device, posterior.std)) * scaling
+        noise = _randn(cfg.device, latents)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,)).to(cfg.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        pred = unet(noisy, t, encode_prompts(tokenizer, encoder, prompts)).sample
+        per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_sample * weights[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(averaged, [p.detach() for p in trained], 1 - decay)
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % 50 == 0 or step == cfg.steps:
+            elapsed = time.monotonic() - start
+            log.info(
+                "step %d/%d loss %.4f (%.0f s, %.2f s/step)",
+                step,
+                cfg.steps,
+                running,
+                elapsed,
+                elapsed / step,
+            )
+        if checkpoint and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            checkpoint(ema_encoder, ema_unet)
+    return ema_encoder.eval(), ema_unet.eval(), step, time.monotonic() - start
+
+
+def build_pipeline(
+    tokenizer: CLIPTokenizer,
+    encoder: CLIPTextModel,
+    vae: AutoencoderKL,
+    unet: UNet2DConditionModel,
+    scaling: float,
+) -> StableDiffusionPipeline:
+    vae.register_to_config(scaling_factor=scaling)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=models.sample_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def store_half(folder: Path) -> None:
+    """Rewrite the saved weights in fp16 to halve the folder; from_pretrained still loads fp32
+    models (the values are cast up), and fp16 keeps ample precision for this model."""
+    for path in folder.glob("*/*.safetensors"):
+        state = load_file(path)
+        save_file({k: v.half() for k, v in state.items()}, path, metadata={"format": "pt"})
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Path, TrainConfig]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    defaults = TrainConfig()
+    for name, value in asdict(defaults).items():
+        if name == "unet_channels":
+            parser.add_argument("--unet-channels", type=int, nargs=3, default=list(value))
+        elif name == "minutes":
+            parser.add_argument("--minutes", type=float, default=None)
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    args["unet_channels"] = tuple(args["unet_channels"])
+    return out, TrainConfig(**args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out, cfg = parse_args(argv)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    started = time.monotonic()
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = write_tokenizer(staging / "tokenizer", world.vocabulary(), models.MAX_LENGTH)
+    vae, scaling = train_vae(cfg, rng)
+    vae_seconds = time.monotonic() - started
+
+    def checkpoint(encoder: CLIPTextModel, unet: UNet2DConditionModel) -> None:
+        folder = out.with_name(out.name + ".checkpoint")
+        build_pipeline(tokenizer, encoder, vae, unet, scaling).save_pretrained(folder)
+        log.info("checkpoint written to %s", folder)
+
+    encoder, unet, steps, seconds = train_diffusion(cfg, rng, tokenizer, vae, scaling, checkpoint)
+    pipe = build_pipeline(tokenizer, encoder, vae, unet, scaling).to("cpu")
+    pipe.save_pretrained(staging)
+    store_half(staging)
+    facts = {
+        "config": asdict(cfg),
+        "diffusion_steps_done": steps,
+        "vae_seconds": round(vae_seconds),
+        "diffusion_seconds": round(seconds),
+        "total_seconds": round(time.monotonic() - started),
+        "torch_threads": torch.get_num_threads(),
+    }
+    (staging / "training.json").write_text(json.dumps(facts, indent=2) + "\n")
+    # Atomic replace: the old model stays usable until the new one is complete.
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out)
+    log.info("wrote %s in %.0f s", out, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    main()
