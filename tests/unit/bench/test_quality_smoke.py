@@ -47,14 +47,18 @@ def test_quality_harness_runs_all_four_methods(tiny_model: str) -> None:
     for row in report.rows:
         if row.method is None:
             continue
-        numbers = [row.concept_fidelity, row.prompt_fidelity, row.prior_drift, row.fit_s]
+        numbers = [
+            row.concept_fidelity, row.prompt_fidelity, row.drift_superclass, row.drift_other,
+            row.fit_s,
+        ]  # fmt: skip
         assert all(math.isfinite(x) for x in numbers), row
         assert 0.0 <= row.concept_fidelity <= 1.0 and 0.0 <= row.prompt_fidelity <= 1.0
-        assert row.prior_drift >= 0.0 and row.artefact_bytes > 0
+        assert min(row.drift_superclass, row.drift_other) >= 0.0 and row.artefact_bytes > 0
     text = report.render()
     for method in METHODS:
         assert LABELS[method] in text
     assert [s["strength"] for s in report.sweep] == [0.0, 0.5, 1.0]
     assert all(math.isfinite(s["concept_fidelity"]) for s in report.sweep)
     # Textual Inversion only adds a token: prompts without it are exactly unchanged.
-    assert report.row("textual_inversion").prior_drift == 0.0
+    ti = report.row("textual_inversion")
+    assert ti.drift_superclass == 0.0 and ti.drift_other == 0.0
