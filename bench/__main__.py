@@ -51,7 +51,19 @@ def fit_table(report: QualityReport) -> str:
         and db.fit_rss_delta_mib is not None
         and p.fit_rss_delta_mib < db.fit_rss_delta_mib
     )
-    met = time_ratio < 1.0 and mem_ok
+    base = next(r for r in report.rows if r.label.startswith("Reference: base model"))
+    learned = p.concept_fidelity > base.concept_fidelity
+    reached = p.concept_fidelity >= 0.9 * db.concept_fidelity
+    met = time_ratio < 1.0 and mem_ok and learned and reached
+    why = ""
+    if not learned:
+        why = (
+            f" Perfusion's concept fidelity ({p.concept_fidelity:.3f}) does not exceed the base "
+            f"model's on the bare superclass prompt ({base.concept_fidelity:.3f}): it did not "
+            "learn the concepts, so there is no fidelity to reach, however cheap the fit."
+        )
+    elif not reached:
+        why = " Perfusion's concept fidelity is below 90 % of DreamBooth's."
     mem_text = (
         f"{p.fit_rss_delta_mib:.0f} vs {db.fit_rss_delta_mib:.0f} MiB above the loaded pipeline"
         if p.fit_rss_delta_mib is not None and db.fit_rss_delta_mib is not None
@@ -62,7 +74,9 @@ def fit_table(report: QualityReport) -> str:
         f"{verdict(met)}: time {time_ratio:.2f}× DreamBooth's, {mem_text}; concept fidelity "
         f"{p.concept_fidelity:.3f} vs {db.concept_fidelity:.3f}, prompt fidelity "
         f"{p.prompt_fidelity:.3f} vs {db.prompt_fidelity:.3f}. Same runs as the quality table "
-        "(mean fit time over its concepts; peak over them)."
+        "(mean fit time over its concepts; peak over them). Met means: time and Δ memory "
+        "below DreamBooth's, fidelity above the base model's and at least 90 % of "
+        "DreamBooth's." + why
     )
     return table(headers, rows) + "\n\n" + goal + "\n"
 
