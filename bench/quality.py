@@ -337,12 +337,27 @@ class QualityReport:
             f"{self.wall_s:.0f} s."
         )
 
+    def caveat(self) -> str:
+        """A warning when no method beats the base model's own fidelity (nothing learned)."""
+        base = next(r for r in self.rows if r.label.startswith("Reference: base model"))
+        best = max(r.concept_fidelity for r in self.rows if r.method)
+        if best > base.concept_fidelity:
+            return ""
+        return (
+            "\n\n**Caveat:** no method's concept fidelity exceeds the base model's on the bare "
+            f"superclass prompt ({best:.3f} ≤ {base.concept_fidelity:.3f}): with this base model "
+            "and budget none of the methods learned the patterned concepts, so these quality "
+            "figures test the machinery, not the methods (the base model's own prompt fidelity "
+            f"is {base.prompt_fidelity:.2f})."
+        )
+
     def render(self) -> str:
         return (
             "### Personalization quality (mean over held-out concepts)\n\n"
             + self.quality_table()
             + "\n\n"
             + self.notes()
+            + self.caveat()
             + "\n\n### Perfusion strength sweep (one fit, inference gate only)\n\n"
             + self.sweep_table()
             + "\n"
