@@ -56,7 +56,9 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{p.loss:.4f}")
 
-        concept = fit_concept(pipe, images, args.token, args.superclass, config, cov, on_progress=progress)
+        concept = fit_concept(
+            pipe, images, args.token, args.superclass, config, cov, on_progress=progress
+        )
     data = concept_to_bytes(concept)
     Path(args.out).write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes)")
@@ -107,13 +109,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"base:         {concept.base_model_id} ({concept.base_fingerprint[:16]})")
     print(f"covariance:   {concept.covariance_fingerprint[:16]}")
     print(f"default gate: beta={concept.default_beta} tau={concept.default_tau}")
-    print(f"layers:       {len(concept.o_v)}, sum of value dims {sum(v.numel() for v in concept.o_v.values())}")
+    total = sum(v.numel() for v in concept.o_v.values())
+    print(f"layers:       {len(concept.o_v)} cross-attention layers, value dims sum {total}")
     print(f"size:         {len(data)} bytes")
     print("tensors:")
     with safe_open(args.file, "pt") as f:
         for name in f.keys():  # noqa: SIM118 - safe_open is not a dict
             t = f.get_slice(name)
             print(f"  {name:<16} {t.get_dtype():<5} {t.get_shape()}")
+    print("o_v per layer:")
+    for name, vector in concept.o_v.items():
+        print(f"  {name:<56} {vector.numel()}")
     print(f"training:     {json.dumps(concept.training, sort_keys=True)}")
 
 

@@ -17,6 +17,28 @@ from .pipeline import cross_attention_layers, model_fingerprint
 FORMAT = "perfusion-concept"
 FORMAT_VERSION = 1
 VECTORS = ("token_embedding", "i_star", "e_super", "score")
+# Reversible short forms of diffusers module-name parts (diffusers names have no capitals);
+# they keep 16 SD 1.5 layer names to ~100 bytes of metadata instead of ~900.
+ABBREVIATIONS = (
+    ("down_blocks.", "D"),
+    ("up_blocks.", "U"),
+    ("mid_block.", "M"),
+    ("attentions.", "A"),
+    ("transformer_blocks.", "T"),
+    ("attn2", "X"),
+)
+
+
+def _abbreviate(name: str) -> str:
+    for long, short in ABBREVIATIONS:
+        name = name.replace(long, short)
+    return name
+
+
+def _expand(name: str) -> str:
+    for long, short in reversed(ABBREVIATIONS):
+        name = name.replace(short, long)
+    return name
 
 
 class ConceptMismatch(Exception):
@@ -71,6 +93,8 @@ def _metadata(data: bytes) -> dict[str, str]:
 def concept_to_bytes(concept: Concept, dtype: torch.dtype = torch.float16) -> bytes:
     """Serialise to safetensors: five flat tensors plus string metadata (no o*_K, no pickle)."""
     layers = list(concept.o_v)
+    short = all(_expand(_abbreviate(n)) == n for n in layers)
+    names = [_abbreviate(n) for n in layers] if short else layers
     tensors = {name: getattr(concept, name).detach().to("cpu", dtype) for name in VECTORS}
     tensors["o_v"] = torch.cat([concept.o_v[n].detach().reshape(-1) for n in layers]).to(dtype)
     meta = {
@@ -84,7 +108,11 @@ def concept_to_bytes(concept: Concept, dtype: torch.dtype = torch.float16) -> by
         "default_beta": repr(float(concept.default_beta)),
         "default_tau": repr(float(concept.default_tau)),
         "i_star_energy": repr(float(concept.i_star_energy)),
-        "layers": json.dumps([[n, concept.o_v[n].numel()] for n in layers], separators=(",", ":")),
+        "layer_names": "abbreviated" if short else "full",
+        "layers": json.dumps(
+            [[name, concept.o_v[n].numel()] for name, n in zip(names, layers, strict=True)],
+            separators=(",", ":"),
+        ),
         "training": json.dumps(concept.training, separators=(",", ":"), sort_keys=True),
     }
     return save_safetensors({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
@@ -100,6 +128,8 @@ def concept_from_bytes(data: bytes) -> Concept:
     try:
         tensors = load_safetensors(data)
         layers = [(str(n), int(d)) for n, d in json.loads(meta["layers"])]
+        if meta.get("layer_names") == "abbreviated":
+            layers = [(_expand(n), d) for n, d in layers]
         training = json.loads(meta["training"])
     except Exception as exc:  # any parse failure means a damaged file
         raise ConceptFormatError(f"damaged concept file: {exc}") from exc
@@ -168,7 +198,10 @@ def validate_concept(concept: Concept, pipe: StableDiffusionPipeline) -> None:
             f"unknown {sorted(set(concept.o_v) - set(layers))[:3]}"
         )
     for name, attn in layers.items():
-        for targets, linear, kind in ((concept.o_v, attn.to_v, "o_v"), (concept.o_k, attn.to_k, "o_k")):
+        for targets, linear, kind in (
+            (concept.o_v, attn.to_v, "o_v"),
+            (concept.o_k, attn.to_k, "o_k"),
+        ):
             if name not in targets and kind == "o_k":
                 continue
             tensor = targets[name]

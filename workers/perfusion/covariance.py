@@ -144,5 +144,3 @@ def get_covariance(
     save_covariance(cov, tmp)
     tmp.replace(path)
     return cov
-
-

@@ -254,6 +254,8 @@ def fit_concept(
         raise ValueError("need at least one training image")
     if masks is not None and len(masks) != len(images):
         raise ValueError("one mask per image")
+    if getattr(pipe, "_perfusion_applied", None) is not None:
+        raise RuntimeError("remove applied concepts before fitting (remove_concepts(pipe))")
     fingerprint = model_fingerprint(pipe)
     if covariance.base_fingerprint and covariance.base_fingerprint != fingerprint:
         raise ConceptMismatch("the covariance was computed on another base model")
@@ -324,7 +326,15 @@ def fit_concept(
                 step_loss, token_encodings = 0.0, []
                 for _ in range(config.grad_accum):
                     loss, enc = _micro_step(
-                        pipe, scheduler, latents, weights, token, token_id, config, generator, use_amp
+                        pipe,
+                        scheduler,
+                        latents,
+                        weights,
+                        token,
+                        token_id,
+                        config,
+                        generator,
+                        use_amp,
                     )
                     (loss / config.grad_accum).backward()
                     step_loss += loss.item() / config.grad_accum
@@ -344,10 +354,19 @@ def fit_concept(
                         preview = _preview(pipe, edit, token, config)
                     on_progress(
                         FitProgress(
-                            done, config.steps, step_loss, elapsed, per_step * (config.steps - done), preview
+                            done,
+                            config.steps,
+                            step_loss,
+                            elapsed,
+                            per_step * (config.steps - done),
+                            preview,
                         )
                     )
-                if on_checkpoint and config.checkpoint_every and done % config.checkpoint_every == 0:
+                if (
+                    on_checkpoint
+                    and config.checkpoint_every
+                    and done % config.checkpoint_every == 0
+                ):
                     on_checkpoint(
                         FitCheckpoint(
                             step=done,
@@ -366,8 +385,12 @@ def fit_concept(
 
     score, energy = score_and_energy(i_star, cinv)
     tail = losses[-max(1, len(losses) // 10) :]
-    training = {k: v for k, v in asdict(config).items() if not k.startswith(("preview", "checkpoint"))}
-    training.update(n_images=len(images), masked=masks is not None, final_loss=sum(tail) / len(tail))
+    training = {
+        k: v for k, v in asdict(config).items() if not k.startswith(("preview", "checkpoint"))
+    }
+    training.update(
+        n_images=len(images), masked=masks is not None, final_loss=sum(tail) / len(tail)
+    )
     training["resolution"] = resolution
     return Concept(
         token=token,

@@ -125,7 +125,9 @@ class TokenPatch:
         base = pipe.text_encoder.get_input_embeddings()
         for token in tokens:
             if token in tokenizer.get_vocab() or len(tokenizer.tokenize(token)) == 0:
-                raise ValueError(f"concept token {token!r} already means something to the tokenizer")
+                raise ValueError(
+                    f"concept token {token!r} already means something to the tokenizer"
+                )
         patched = copy.deepcopy(tokenizer)
         patched.add_tokens(tokens)
         token_ids = [patched.convert_tokens_to_ids(t) for t in tokens]

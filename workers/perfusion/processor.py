@@ -44,7 +44,9 @@ def concept_basis(
     i64, pi64 = i_stars.double(), cinv_i_stars.double()
     gram = i64 @ pi64.T
     gram = (gram + gram.T) / 2
-    chol = torch.linalg.cholesky(gram)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        raise ValueError("the concepts' i* vectors are (nearly) linearly dependent")
     basis_t = torch.linalg.solve_triangular(chol, i64, upper=False)  # (m, D) = L⁻¹ I
     proj_t = torch.linalg.solve_triangular(chol, pi64, upper=False)  # (m, D) = L⁻¹ P I
     return basis_t.T.float(), proj_t.T.float()

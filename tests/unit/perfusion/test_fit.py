@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.unit.perfusion.conftest import (
     CAPTIONS,
@@ -135,3 +136,27 @@ def test_loss_falls_over_a_short_fit(tmp_path: Path):
     first, last = np.mean(losses[:6]), np.mean(losses[-6:])
     print(f"loss first 6 steps {first:.4f}, last 6 steps {last:.4f}")
     assert last < first - 0.05
+
+
+def test_soft_masks_weight_the_loss(tiny_pipe, tiny_cov):
+    config = replace(TINY_FIT, steps=2)
+    images = make_images(1)
+    full = Image.new("L", (16, 16), 255)
+    centre = Image.new("L", (16, 16), 0)
+    centre.paste(255, (4, 4, 12, 12))
+    runs = {}
+    for name, masks in (("none", None), ("full", [full]), ("centre", [centre])):
+        losses = []
+        fit_concept(
+            tiny_pipe,
+            images,
+            "<m>",
+            "dog",
+            config,
+            tiny_cov,
+            masks=masks,
+            on_progress=lambda p, out=losses: out.append(p.loss),
+        )
+        runs[name] = losses
+    assert runs["full"] == pytest.approx(runs["none"], rel=1e-5)  # uniform mask = plain MSE
+    assert runs["centre"] != pytest.approx(runs["none"], rel=1e-3)

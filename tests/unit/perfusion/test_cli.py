@@ -1,0 +1,62 @@
+"""The `perfusion` command end to end on a tiny saved model, and the covariance cache."""
+
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from tests.unit.perfusion.conftest import CAPTIONS, make_images, make_tiny_pipeline
+from workers.perfusion import get_covariance, load_concept, load_pipeline, model_fingerprint
+from workers.perfusion.cli import build_parser, main
+
+
+def test_fit_generate_info_end_to_end(tmp_path: Path, capsys, monkeypatch):
+    model = tmp_path / "model"
+    make_tiny_pipeline(tmp_path / "tok").save_pretrained(model)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, image in enumerate(make_images(2)):
+        image.save(images / f"{k}.png")
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(CAPTIONS))
+    concept = tmp_path / "sks.safetensors"
+    monkeypatch.setenv("PERFUSION_CACHE", str(tmp_path / "cache"))
+    base = ["--base", str(model)]
+
+    fit = ["fit", *base, "--images", str(images), "--token", "<sks>", "--superclass", "dog"]
+    fit += ["--out", str(concept), "--steps", "2", "--batch-size", "1", "--grad-accum", "1"]
+    assert main([*fit, "--captions", str(captions), "--resolution", "16"]) == 0
+    assert load_concept(concept).base_model_id == str(model)
+
+    out = tmp_path / "out"
+    gen = ["generate", *base, "--concept", str(concept), "--prompt", "a photo of a <sks>"]
+    assert main([*gen, "--out", str(out), "--steps", "2", "--n", "2", "--strength", "0.8"]) == 0
+    written = sorted(out.glob("*.png"))
+    assert len(written) == 2 and Image.open(written[0]).size == (16, 16)
+
+    assert main(["info", str(concept)]) == 0
+    text = capsys.readouterr().out
+    assert "token:        <sks>" in text and "superclass:   dog" in text and "bytes" in text
+
+
+def test_base_defaults_to_env_then_toy_world(monkeypatch):
+    monkeypatch.setenv("PERFUSION_BASE", "/some/model")
+    assert build_parser().parse_args(["covariance"]).base == "/some/model"
+    monkeypatch.delenv("PERFUSION_BASE")
+    default = build_parser().parse_args(["covariance"]).base
+    assert Path(default).parts[-3:] == ("workers", "toyworld", "model")
+
+
+def test_covariance_is_cached_per_base_model(tmp_path: Path):
+    model = tmp_path / "model"
+    make_tiny_pipeline(tmp_path / "tok").save_pretrained(model)
+    pipe = load_pipeline(str(model))
+    first = get_covariance(pipe, CAPTIONS[:50], cache_dir=tmp_path)
+    files = list(tmp_path.glob("covariance-*.safetensors"))
+    assert len(files) == 1
+    again = get_covariance(pipe, CAPTIONS[:50], cache_dir=tmp_path)
+    assert torch.equal(first.inverse, again.inverse) and again.fingerprint == first.fingerprint
+    assert first.base_fingerprint == model_fingerprint(pipe)
+    other = get_covariance(pipe, CAPTIONS[50:100], cache_dir=tmp_path)
+    assert other.fingerprint != first.fingerprint
+    assert len(list(tmp_path.glob("covariance-*.safetensors"))) == 2

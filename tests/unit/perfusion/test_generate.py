@@ -1,0 +1,154 @@
+"""Applying concepts: prior preservation, exact removal, multi-concept, controls, cancel."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tests.unit.perfusion.conftest import pixels
+from workers.perfusion import (
+    ConceptControl,
+    GenerationCanceled,
+    apply_concepts,
+    generate,
+    load_concepts_into,
+    remove_concepts,
+    save_concept,
+    strength_to_control,
+)
+from workers.perfusion.processor import PerfusionAttnProcessor, score_and_energy
+
+PROMPTS = ["a red cat on grass", "the blue sofa at the beach", "my good image"]
+# Measured on the tiny 64-d random model: max 6-7/255, mean < 1.6/255. The gate alone
+# contributes <= 1/255; the rest is the W(e - s i*) removal on tokens whose s is not 0
+# (|s| ~ 1/sqrt(D): a 64-d random text encoder is much noisier than CLIP's 768-d one).
+MAX_PRIOR_DIFF = 8
+MEAN_PRIOR_DIFF = 2.0
+
+
+def run(pipe, prompt, **kw):
+    return pixels(generate(pipe, prompt, steps=3, seed=1, **kw)[0])
+
+
+def test_prompts_without_the_concept_barely_change(tiny_pipe, fitted):
+    concept = fitted["concept"]
+    for prompt in PROMPTS:
+        base = run(tiny_pipe, prompt)
+        diff = np.abs(run(tiny_pipe, prompt, concepts=[concept]) - base)
+        print(f"{prompt!r}: max {diff.max()}/255, mean {diff.mean():.2f}/255")
+        assert diff.max() <= MAX_PRIOR_DIFF and diff.mean() <= MEAN_PRIOR_DIFF
+
+
+def test_removal_restores_bit_identical_generation(tiny_pipe, fitted):
+    vocab_size = len(tiny_pipe.tokenizer)
+    embedding = tiny_pipe.text_encoder.get_input_embeddings()
+    processors = dict(tiny_pipe.unet.attn_processors)
+    before = run(tiny_pipe, PROMPTS[0])
+    handle = apply_concepts(tiny_pipe, [fitted["concept"]])
+    assert isinstance(
+        tiny_pipe.unet.attn_processors[next(iter(k for k in processors if "attn2" in k))],
+        PerfusionAttnProcessor,
+    )
+    with_concept = run(tiny_pipe, "a photo of a <sks>")
+    handle.remove()
+    assert len(tiny_pipe.tokenizer) == vocab_size
+    assert tiny_pipe.text_encoder.get_input_embeddings() is embedding
+    assert dict(tiny_pipe.unet.attn_processors) == processors
+    assert np.array_equal(run(tiny_pipe, PROMPTS[0]), before)
+    assert not np.array_equal(with_concept, run(tiny_pipe, "a photo of a dog"))
+
+
+def test_concepts_work_in_plain_diffusers_calls_and_context_manager(tiny_pipe, fitted):
+    processors = dict(tiny_pipe.unet.attn_processors)
+    with apply_concepts(tiny_pipe, [fitted["concept"]]):
+        image = tiny_pipe("a photo of <sks>", num_inference_steps=2).images[0]
+        assert image.size == (16, 16)
+    assert dict(tiny_pipe.unet.attn_processors) == processors
+    remove_concepts(tiny_pipe)  # nothing applied: a no-op
+
+
+def test_strength_maps_monotonically_onto_beta():
+    betas = [strength_to_control(s).beta for s in (0.0, 0.5, 1.0)]
+    assert betas == pytest.approx([0.9, 0.7, 0.5])
+    with pytest.raises(ValueError):
+        strength_to_control(1.5)
+
+
+def test_strength_changes_the_concept_image(tiny_pipe, fitted):
+    concept = fitted["concept"]
+    weak = run(
+        tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(0)]
+    )
+    strong = run(
+        tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(1)]
+    )
+    assert not np.array_equal(weak, strong)
+
+
+def test_two_concepts_and_global_locking(tiny_pipe, tiny_cov, fitted):
+    first = fitted["concept"]
+    i_star = first.i_star + torch.randn(
+        first.i_star.shape, generator=torch.Generator().manual_seed(0)
+    )
+    score, energy = score_and_energy(i_star, tiny_cov.inverse)
+    second = replace(
+        first,
+        token="<two>",
+        superclass="cat",
+        i_star=i_star,
+        score=score,
+        i_star_energy=energy,
+        o_v={k: -v for k, v in first.o_v.items()},
+        o_k={},
+    )
+    prompt = "a <sks> and a <two> on grass"
+    controls = [ConceptControl(0.7, 0.15), ConceptControl(0.6, 0.2)]
+    plain = run(tiny_pipe, prompt, concepts=[first, second], controls=controls)
+    locked = run(
+        tiny_pipe, prompt, concepts=[first, second], controls=controls, global_locking=True
+    )
+    assert plain.shape == locked.shape == (16, 16, 3)
+    assert not np.array_equal(plain, locked)
+    assert getattr(tiny_pipe, "_perfusion_applied", None) is None
+
+
+def test_generation_cancel_and_step_callback(tiny_pipe, fitted):
+    steps = []
+    with pytest.raises(GenerationCanceled):
+        generate(
+            tiny_pipe,
+            "a photo of a <sks>",
+            [fitted["concept"]],
+            steps=4,
+            on_step=lambda done, total: steps.append((done, total)),
+            should_cancel=lambda: len(steps) >= 2,
+        )
+    assert steps == [(1, 4), (2, 4)]
+    assert "<sks>" not in tiny_pipe.tokenizer.get_vocab()
+
+
+def test_different_seeds_give_different_images(tiny_pipe):
+    a = pixels(generate(tiny_pipe, PROMPTS[0], steps=2, seed=0)[0])
+    b = pixels(generate(tiny_pipe, PROMPTS[0], steps=2, seed=1)[0])
+    assert not np.array_equal(a, b)
+    assert torch.is_grad_enabled()
+
+
+def test_load_concepts_into_plain_pipeline(tiny_pipe, fitted, tmp_path):
+    path = tmp_path / "sks.safetensors"
+    save_concept(fitted["concept"], path)
+    before = pixels(
+        tiny_pipe(
+            "a red cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        ).images[0]
+    )
+    with load_concepts_into(tiny_pipe, path, strength=0.8) as handle:
+        assert handle.edit.beta.tolist() == pytest.approx([strength_to_control(0.8).beta])
+        tiny_pipe("a <sks> on grass", num_inference_steps=2)
+    after = pixels(
+        tiny_pipe(
+            "a red cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+        ).images[0]
+    )
+    assert np.array_equal(before, after)
