@@ -2,9 +2,12 @@
 
 Background: median of a band of pixels just inside the border, snapped to the nearest
 background colour.
-Object: pixels far from that background colour; its colour is the median of its inner pixels
-snapped to the nearest object colour; its shape is the template (the shape's mask scaled to its
+Object: its colour is the median of the pixels farthest from the background, snapped to the
+nearest object colour; its mask is the largest connected region of pixels closer to that colour
+than to the background (the half-way contour, so blur neither grows nor shrinks it), ignoring the
+2-pixel frame where decoders smear; its shape is the template (the shape's mask scaled to its
 bounding box) with the best soft IoU, which works because shapes are never rotated.
+Generated images are blurrier than renders, so the reader is checked on blurred renders too.
 """
 
 from __future__ import annotations
@@ -71,6 +74,29 @@ def _shape(mask: np.ndarray) -> str:
     return max(scores, key=scores.__getitem__)
 
 
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of a boolean mask."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    best, best_size, current = 0, 0, 0
+    height, width = mask.shape
+    for start in zip(*np.nonzero(mask), strict=True):
+        if labels[start]:
+            continue
+        current += 1
+        labels[start] = current
+        stack, size = [start], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = current
+                    stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = current, size
+    return labels == best
+
+
 def read_attributes(img: Image.Image) -> Attributes:
     """Attributes of the (single) object in a 64x64 toy-world image; None where unreadable."""
     a = np.asarray(img.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32)
@@ -81,10 +107,17 @@ def read_attributes(img: Image.Image) -> Attributes:
     bg_rgb = np.median(border, axis=0)
     background = _nearest(bg_rgb, BACKGROUNDS)
     distance = np.linalg.norm(a - bg_rgb, axis=2)
-    mask = distance > _THRESHOLD
-    if mask.sum() < _MIN_PIXELS:
+    frame = np.zeros(distance.shape, dtype=bool)
+    frame[2:-2, 2:-2] = True
+    candidate = (distance > _THRESHOLD) & frame
+    if candidate.sum() < _MIN_PIXELS:
         return Attributes(None, None, background)
     # Anti-aliased edge pixels mix both colours: take the object's colour from its inner pixels.
-    inner = distance >= 0.8 * np.percentile(distance[mask], 90)
-    color = _nearest(np.median(a[inner], axis=0), COLORS)
+    inner = candidate & (distance >= 0.8 * np.percentile(distance[candidate], 90))
+    obj_rgb = np.median(a[inner], axis=0)
+    color = _nearest(obj_rgb, COLORS)
+    closer = np.linalg.norm(a - obj_rgb, axis=2) < distance
+    mask = _largest_component(closer & frame)
+    if mask.sum() < _MIN_PIXELS:
+        return Attributes(None, color, background)
     return Attributes(_shape(mask), color, background)

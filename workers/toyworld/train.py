@@ -54,6 +54,8 @@ class TrainConfig:
     minutes: float | None = None  # wall cap for stage 2 only
     checkpoint_every: int = 0  # if > 0, also save the EMA pipeline to <out>.checkpoint
     threads: int = 2
+    dataset: int = 12000  # scenes rendered and VAE-encoded once for stage 2 (0 = fresh each step)
+    vae_from: str = ""  # a model folder whose VAE to reuse instead of training stage 1
     device: str = "cpu"  # all random draws stay on the CPU, so a GPU run follows the same recipe
 
 
@@ -115,6 +117,34 @@ def train_vae(cfg: TrainConfig, rng: random.Random) -> tuple[AutoencoderKL, floa
     return vae, 1.0 / std
 
 
+class LatentDataset:
+    """Scenes rendered and VAE-encoded once, so a stage-2 step costs only the UNet and text
+    encoder. Each draw samples the posterior afresh, picks a fresh caption template and mirrors
+    half the latents (every toy shape is left-right symmetric, so a mirror is a valid scene)."""
+
+    def __init__(
+        self, cfg: TrainConfig, rng: random.Random, vae: AutoencoderKL, scaling: float
+    ) -> None:
+        self.scenes = [world.sample_scene(rng) for _ in range(cfg.dataset)]
+        means, stds = [], []
+        with torch.no_grad():
+            for start in range(0, len(self.scenes), 256):
+                chunk = self.scenes[start : start + 256]
+                x = images_to_tensor([world.render(s) for s in chunk]).to(cfg.device)
+                posterior = vae.encode(x).latent_dist
+                means.append(posterior.mean * scaling)
+                stds.append(posterior.std * scaling)
+        self.mean, self.std = torch.cat(means), torch.cat(stds)
+        log.info("encoded %d scenes once for stage 2", len(self.scenes))
+
+    def batch(self, rng: random.Random, n: int, device: str) -> tuple[torch.Tensor, list[str]]:
+        index = [rng.randrange(len(self.scenes)) for _ in range(n)]
+        latents = self.mean[index] + self.std[index] * _randn(device, self.std[index])
+        mirror = torch.tensor([rng.random() < 0.5 for _ in index], device=latents.device)
+        latents = torch.where(mirror[:, None, None, None], latents.flip(-1), latents)
+        return latents, [world.caption(self.scenes[k], rng) for k in index]
+
+
 def encode_prompts(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, prompts: list[str]):
     """Text encodings exactly as StableDiffusionPipeline makes them (padded, no mask)."""
     ids = tokenizer(
@@ -149,6 +179,7 @@ def train_diffusion(
     snr = alphas / (1 - alphas)
     # min-SNR-gamma weighting for the epsilon loss
     weights = (torch.clamp(snr, max=cfg.min_snr_gamma) / snr).to(cfg.device)
+    data = LatentDataset(cfg, rng, vae, scaling) if cfg.dataset else None
     start = time.monotonic()
     step, running = 0, 0.0
     while step < cfg.steps:
@@ -158,11 +189,15 @@ def train_diffusion(
         step += 1
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, step / cfg.warmup)
-        x, prompts = scene_batch(rng, cfg.batch)
+        if data is not None:
+            latents, prompts = data.batch(rng, cfg.batch, cfg.device)
+        else:
+            x, prompts = scene_batch(rng, cfg.batch)
+            with torch.no_grad():
+                posterior = vae.encode(x.to(cfg.device)).latent_dist
+                latents = posterior.mean + posterior.std * _randn(cfg.device, posterior.std)
+                latents = latents * scaling
         prompts = ["" if rng.random() < cfg.caption_dropout else p for p in prompts]
-        with torch.no_grad():
-            posterior = vae.encode(x.to(cfg.device)).latent_dist
-            latents = (posterior.mean + posterior.std * _randn(cfg.device, posterior.std)) * scaling
         noise = _randn(cfg.device, latents)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,)).to(cfg.device)
         noisy = scheduler.add_noise(latents, noise, t)
@@ -247,7 +282,13 @@ def main(argv: list[str] | None = None) -> None:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = write_tokenizer(staging / "tokenizer", world.vocabulary(), models.MAX_LENGTH)
-    vae, scaling = train_vae(cfg, rng)
+    if cfg.vae_from:
+        vae = AutoencoderKL.from_pretrained(Path(cfg.vae_from) / "vae").to(cfg.device)
+        vae.eval().requires_grad_(False)
+        scaling = float(vae.config.scaling_factor)
+        log.info("reusing the VAE of %s (scaling factor %.5f)", cfg.vae_from, scaling)
+    else:
+        vae, scaling = train_vae(cfg, rng)
     vae_seconds = time.monotonic() - started
 
     def checkpoint(encoder: CLIPTextModel, unet: UNet2DConditionModel) -> None:
