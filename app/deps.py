@@ -25,5 +25,8 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit when the route returns, BEFORE the response is sent. With the
+# default ("request") FastAPI ends the dependency after sending, so a browser that follows a
+# sign-up or a new concept at once could be served before the commit (seen in the e2e tests).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -379,13 +379,15 @@ def delete_concept(session: Session, concept: Concept) -> None:
 
 
 def known_base_fingerprint(session: Session, settings: Settings) -> str:
-    """The base fingerprint the workers recorded in the newest concept they fitted here."""
+    """The base fingerprint the workers recorded in the newest concept they fitted here
+    (imports never count, so a forged first import cannot become the yardstick)."""
+    fitted = select(Job.concept_id).where(Job.kind == JobKind.fit, Job.state == JobState.succeeded)
     blob_id = session.scalar(
         select(Concept.file_blob_id)
         .where(
             Concept.base_model == settings.base_model,
             Concept.file_blob_id.is_not(None),
-            Concept.status == ConceptStatus.ready,
+            Concept.id.in_(fitted),
         )
         .order_by(Concept.updated_at.desc())
         .limit(1)

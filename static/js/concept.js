@@ -187,14 +187,17 @@ function resultBlock(created, values, label) {
         if (slot) slot.bar.style.width = `${(100 * event.step) / Math.max(1, event.total)}%`;
         status.textContent = `Generating image ${(event.image_index ?? 0) + 1} of ${values.n}…`;
       } else if (event.type === "image") {
-        setImage(event.index, { id: event.image_id, url: event.url, seed: created.seed + event.index });
+        // The worker stores the images when the job ends; until then the slot shows done.
+        const slot = cards[event.index];
+        if (slot) slot.bar.style.width = "100%";
+        status.textContent = `Image ${event.index + 1} of ${values.n} done…`;
       } else if (event.type === "state" && event.state === "failed") {
         status.textContent = `Failed: ${event.error || "unknown error"}`;
       }
     },
     async onFinish(state) {
       const gen = await api(`/api/generations/${created.id}`).catch(() => null);
-      if (gen) gen.images.forEach((image) => setImage(image.index ?? gen.images.indexOf(image), image));
+      if (gen) gen.images.forEach((image, i) => setImage(i, image));
       if (state === "succeeded") status.textContent = "Done.";
       else if (state === "canceled") status.textContent = "Canceled.";
       else if (gen && gen.job && gen.job.error) status.textContent = `Failed: ${gen.job.error}`;

@@ -24,6 +24,10 @@ export async function follow(jobId, { onEvent, onFinish, poll, pollMs = 1500 }) 
   };
   try {
     const progress = await import("./progress.js");
+    // progress.js keeps a per-job cursor in sessionStorage so a reload resumes after it. This
+    // page rebuilds its whole view (loss curve, steps, previews) from the events, so a fresh
+    // page starts from the first event; reconnects within the page still resume.
+    try { sessionStorage.removeItem(`job-events:${jobId}`); } catch (error) { /* no storage */ }
     progress.watchJob(jobId, {
       onEvent: handle,
       // The socket closed without a final state we saw: ask the API for the truth.

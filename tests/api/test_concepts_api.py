@@ -58,7 +58,7 @@ def test_create_concept_refuses_bad_input_with_clear_messages(make_user) -> None
     eleven = post([(f"{i}.png", photo_png(i)) for i in range(11)])
     assert eleven.status_code == 422 and "at most 10" in eleven.json()["detail"]
     text = post([*good[:3], ("notes.txt", b"hello, not an image")])
-    assert text.status_code == 422 and "notes.txt" in text.json()["detail"]
+    assert text.status_code == 415 and "notes.txt" in text.json()["detail"]
     bad_token = post(good, token="rex")
     assert bad_token.status_code == 422 and "<name>" in bad_token.json()["detail"]
     bad_class = post(good, superclass="42!")
@@ -204,9 +204,9 @@ def test_download_and_import_concept_files(make_user, anon) -> None:  # type: ig
     assert (
         not_concept.status_code == 422 and "not a Perfusion concept" in not_concept.json()["detail"]
     )
-    assert upload(bob, b"\x80\x04pickle").status_code == 422
+    assert upload(bob, b"\x80\x04pickle").status_code == 415  # a pickle, refused unread
     truncated = upload(bob, concept_file("<cut>", fingerprint="a" * 64)[:-16])
-    assert truncated.status_code == 422 and "does not fit" in truncated.json()["detail"]
+    assert truncated.status_code == 422 and "outside the file" in truncated.json()["detail"]
     assert upload(anon, same_base).status_code == 401
 
 

@@ -15,20 +15,23 @@ from tests.support.services import CHROMIUM_ARGS, require_chromium
 from tests.support.stack import Stack, running_stack
 
 FIT_STEPS = int(os.environ.get("E2E_FIT_STEPS", "40"))
+BASE_MODEL = Path(os.environ.get("E2E_BASE_MODEL", str(TOYWORLD_MODEL)))
+"""The toy world by default; another local diffusers folder only to debug the flow."""
 GEN_STEPS = int(os.environ.get("E2E_GEN_STEPS", "10"))
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     env.update(STUDIO_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", STUDIO_DEVICE="cpu")
+    env.update(STUDIO_BASE_MODEL=str(BASE_MODEL))
     return env
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The app as a person runs it: one `serve` process, SQLite, in-process worker."""
-    if not (TOYWORLD_MODEL / "model_index.json").exists():
-        pytest.fail(f"the toy-world base model is missing at {TOYWORLD_MODEL} (toyworld branch)")
+    if not (BASE_MODEL / "model_index.json").exists():
+        pytest.fail(f"the base model is missing at {BASE_MODEL} (the toyworld branch makes it)")
     tmp = tmp_path_factory.mktemp("studio")
     with running_stack(embedded_env(tmp / "var"), tmp) as stack:
         stack.start_web()

@@ -44,11 +44,13 @@ class Shooter:
     def __init__(self, page, base: str, out: Path, label: str) -> None:  # type: ignore[no-untyped-def]
         self.page, self.base, self.out, self.label = page, base, out, label
 
-    def __call__(self, name: str, path: str, *, wait: str | None = None) -> None:
+    def __call__(
+        self, name: str, path: str, *, wait: str | None = None, settle_ms: int = 400
+    ) -> None:
         self.page.goto(self.base + path)
         if wait:
             self.page.wait_for_selector(wait, timeout=120_000)
-        self.page.wait_for_timeout(400)
+        self.page.wait_for_timeout(settle_ms)
         self.page.screenshot(path=str(self.out / f"{name}-{self.label}.png"), full_page=True)
 
 
@@ -118,7 +120,12 @@ def main() -> None:
                 page.wait_for_selector("#token-hint.ok")
                 page.fill("#superclass", "triangle")
                 page.screenshot(path=str(args.out / f"new-concept-{label}.png"), full_page=True)
-                shot("concept-fitting", f"/concepts/{fitting['id']}", wait="#fit-bar[style]")
+                shot(
+                    "concept-fitting",
+                    f"/concepts/{fitting['id']}",
+                    wait="#fit-bar[style]",
+                    settle_ms=8000,
+                )
                 ready = "[data-testid=history-item]"
                 shot("concept-ready", f"/concepts/{concept['id']}", wait=ready)
                 context.close()

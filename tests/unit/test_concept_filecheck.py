@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import struct
@@ -19,52 +18,7 @@ from app.concepts.filecheck import (
     inspect_concept_file,
 )
 from app.config import Settings
-
-LAYERS = [["down.attn2", 8], ["up.attn2", 6]]
-META = {
-    "format": "perfusion-concept",
-    "format_version": "1",
-    "token": "<rex>",
-    "superclass": "dog",
-    "base_model_id": "toyworld",
-    "base_fingerprint": "abc",
-    "covariance_fingerprint": "def",
-    "default_beta": "0.7",
-    "default_tau": "0.15",
-    "i_star_energy": "1.5",
-    "layers": json.dumps(LAYERS),
-    "training": "{}",
-}
-
-
-def f32(values: list[float]) -> bytes:
-    return struct.pack(f"<{len(values)}f", *values)
-
-
-def build(
-    tensors: dict[str, tuple[str, list[int], bytes]] | None = None,
-    meta: dict[str, Any] | None = None,
-    header_extra: dict[str, Any] | None = None,
-) -> bytes:
-    """A safetensors file from (dtype, shape, raw bytes) per tensor, laid out in order."""
-    if tensors is None:
-        tensors = {
-            n: ("F32", [4], f32([0.5, -1, 2, 0]))
-            for n in ("token_embedding", "i_star", "e_super", "score")
-        }
-        tensors["o_v"] = ("F32", [14], f32([0.25] * 14))
-    header: dict[str, Any] = {"__metadata__": META if meta is None else meta}
-    buffer = b""
-    for name, (dtype, shape, raw) in tensors.items():
-        header[name] = {
-            "dtype": dtype,
-            "shape": shape,
-            "data_offsets": [len(buffer), len(buffer) + len(raw)],
-        }
-        buffer += raw
-    header.update(header_extra or {})
-    raw_header = json.dumps(header).encode()
-    return struct.pack("<Q", len(raw_header)) + raw_header + buffer
+from tests.support.conceptfiles import META, build, f32
 
 
 def rejected(data: bytes, status: int = 422, **kwargs: Any) -> str:
@@ -169,3 +123,27 @@ def test_size_and_base_model_bounds() -> None:
     assert exc.value.status_code == 413
     other = ConceptSchema(4, (("down.attn2", 8), ("mid.attn2", 6)))
     assert "different base model" in rejected(build(), 422, expected=other)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        {"down_blocks.0.attentions.0.transformer_blocks.0.attn2": 8, "mid_block.attn2": 6},
+        {"custom.layer": 8, "other-layer": 6},  # names the library keeps unabbreviated
+    ],
+)
+def test_files_the_perfusion_library_writes_pass(layers: dict[str, int]) -> None:
+    """Contract with workers/perfusion: what concept_to_bytes writes, the web accepts."""
+    import torch
+
+    from workers.perfusion.concept import Concept, concept_to_bytes
+
+    vec = torch.linspace(-1, 1, 4)
+    concept = Concept(
+        token="<rex>", superclass="dog", token_embedding=vec, i_star=vec, e_super=vec, o_k={},
+        o_v={name: torch.ones(width) for name, width in layers.items()}, score=vec,
+        i_star_energy=2.0, base_model_id="toy", base_fingerprint="f", training={"steps": 3},
+    )  # fmt: skip
+    info = inspect_concept_file(concept_to_bytes(concept), settings=Settings())
+    assert info.schema.dim == 4 and [w for _, w in info.schema.layers] == [8, 6]
+    assert info.token == "<rex>" and info.base_fingerprint == "f"

@@ -6,12 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, UploadFile
+from fastapi import FastAPI, UploadFile, WebSocket
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from app.config import get_settings
 from app.security.headers import CSP
 from app.security.install import install_security
+from app.security.websockets import check_websocket_origin
+from app.uploads.images import UploadRejected
 from app.uploads.streaming import read_uploads
 
 FOREIGN = "https://evil.example"
@@ -147,3 +150,40 @@ def test_docs_work_offline_under_a_csp_without_inline_scripts(client: TestClient
     assert client.get("/docs/assets/..%2Fpyproject.toml").status_code == 404
     assert client.get("/redoc").status_code == 404
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_upload_refusals_raised_anywhere_become_their_4xx(small: TestClient) -> None:
+    app = small.app
+    assert isinstance(app, FastAPI)
+
+    @app.post("/api/raise")
+    def refuse() -> None:
+        raise UploadRejected("x.jpg: not an image we accept", status_code=415)
+
+    response = small.post("/api/raise")
+    assert response.status_code == 415 and response.json() == {
+        "detail": "x.jpg: not an image we accept"
+    }
+
+
+def test_websocket_handshake_from_a_foreign_origin_is_refused(embedded_env: Path) -> None:
+    app = FastAPI()
+
+    @app.websocket("/ws/echo")
+    async def echo(websocket: WebSocket) -> None:
+        if not await check_websocket_origin(websocket, get_settings()):
+            return
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    client = TestClient(app)
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/ws/echo", headers={"origin": FOREIGN}),
+    ):
+        pass
+    assert refused.value.code == 1008
+    for headers in ({"origin": get_settings().origin}, {}):
+        with client.websocket_connect("/ws/echo", headers=headers) as ws:
+            assert ws.receive_text() == "hello"
