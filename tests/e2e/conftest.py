@@ -21,9 +21,19 @@ GEN_STEPS = int(os.environ.get("E2E_GEN_STEPS", "10"))
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
+    """The embedded default, sized for a shared 2-core CPU: fits take one image per step
+    (the defaults, 4 x 4, cost ~15 s a step here) and the covariance is computed over the toy
+    world's own captions (its real prompt distribution) instead of the 12,000-caption corpus."""
+    from workers.toyworld.world import captions
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    corpus = data_dir / "toyworld-captions.txt"
+    corpus.write_text("\n".join(captions(1000, seed=0)) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     env.update(STUDIO_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1", STUDIO_DEVICE="cpu")
-    env.update(STUDIO_BASE_MODEL=str(BASE_MODEL))
+    env.update(STUDIO_BASE_MODEL=str(BASE_MODEL), STUDIO_COVARIANCE_CAPTIONS=str(corpus))
+    env.update(STUDIO_FIT_BATCH_SIZE="1", STUDIO_FIT_GRAD_ACCUM="1")
+    env.update(STUDIO_FIT_PREVIEW_EVERY="5", STUDIO_SAMPLE_STEPS=str(GEN_STEPS))
     return env
 
 
