@@ -70,9 +70,10 @@ def fit(ctx: JobContext) -> JobOutcome:
     token = str(params.get("token") or inputs.token)
     superclass = str(params.get("superclass") or inputs.superclass)
     seed = int(params.get("seed", 0))
+    on_cuda = get_model_cache().device.startswith("cuda")
     config = perfusion.FitConfig(
-        steps=int(params.get("steps") or settings.fit_steps),
-        batch_size=settings.fit_batch_size,
+        steps=int(params.get("steps") or settings.default_fit_steps),
+        batch_size=settings.fit_batch_size or (16 if on_cuda else 4),
         grad_accum=settings.fit_grad_accum,
         seed=seed,
         preview_every=settings.fit_preview_every,

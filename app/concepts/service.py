@@ -121,7 +121,7 @@ def create_concept(
         raise ConceptError(
             422, f"Upload {MIN_PHOTOS} to {MAX_PHOTOS} photos (4 work well); got {len(uploads)}."
         )
-    steps = settings.fit_steps if steps is None else steps
+    steps = settings.default_fit_steps if steps is None else steps
     if not 1 <= steps <= MAX_FIT_STEPS:
         raise ConceptError(422, f"Steps must be between 1 and {MAX_FIT_STEPS}.")
     if seed is not None and not 0 <= seed < 2**32:

@@ -91,7 +91,7 @@ def new_concept(
         "new_concept.html",
         user,
         superclasses=service.superclass_suggestions(settings),
-        default_steps=settings.fit_steps,
+        default_steps=settings.default_fit_steps,
         toy_world=service.is_toy_world(settings),
     )
 

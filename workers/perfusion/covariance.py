@@ -11,7 +11,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
-from .pipeline import encode_ids, model_fingerprint, tokenize
+from .pipeline import base_model_id, encode_ids, model_fingerprint, tokenize
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parent / "data" / "captions.txt"
 DEFAULT_RIDGE = 1e-3
@@ -118,6 +118,12 @@ def load_covariance(path: Path) -> Covariance:
     )
 
 
+def model_captions(pipe: StableDiffusionPipeline) -> list[str] | None:
+    """The `captions.txt` a local base-model folder ships, if any."""
+    path = Path(base_model_id(pipe)) / "captions.txt"
+    return read_captions(path) if path.is_file() else None
+
+
 def get_covariance(
     pipe: StableDiffusionPipeline,
     captions: list[str] | None = None,
@@ -128,9 +134,11 @@ def get_covariance(
     """The covariance for this base model, computed once and cached in `cache_dir`.
 
     The cache file is keyed by the covariance fingerprint (base model, captions, ridge).
-    Captions default to the bundled `data/captions.txt`.
+    Captions default to the base model folder's own `captions.txt` (a model can ship the
+    caption distribution it was trained on), else the bundled `data/captions.txt`.
     """
-    captions = captions if captions is not None else read_captions()
+    if captions is None:
+        captions = model_captions(pipe) or read_captions()
     fingerprint = covariance_fingerprint(model_fingerprint(pipe), captions, ridge)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = cache_dir / f"covariance-{fingerprint[:32]}.safetensors"

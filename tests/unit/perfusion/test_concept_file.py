@@ -194,3 +194,17 @@ def test_sd15_shaped_concept_file_size(tmp_path, capsys):
         print(f"\nSD1.5-shaped concept file: {size} bytes ({size / 1024:.1f} KiB)")
     assert size <= 64 * 1024
     assert "up_blocks.3.attentions.2.transformer_blocks.0.attn2" in out  # names survive
+
+
+def test_a_model_folder_can_ship_its_own_covariance_captions(tiny_pipe, tmp_path):
+    from workers.perfusion.covariance import model_captions
+
+    folder = tmp_path / "base"
+    folder.mkdir()
+    tiny_pipe._perfusion_base_id = str(folder)
+    try:
+        assert model_captions(tiny_pipe) is None
+        (folder / "captions.txt").write_text("a red cat\n\nthe blue sofa\n")
+        assert model_captions(tiny_pipe) == ["a red cat", "the blue sofa"]
+    finally:
+        del tiny_pipe._perfusion_base_id
