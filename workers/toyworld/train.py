@@ -33,6 +33,8 @@ from workers.toyworld.tokenizer import write_tokenizer
 
 log = logging.getLogger("toyworld.train")
 
+COVARIANCE_CAPTIONS = 2000
+
 
 @dataclass
 class TrainConfig:
@@ -300,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     pipe = build_pipeline(tokenizer, encoder, vae, unet, scaling).to("cpu")
     pipe.save_pretrained(staging)
     store_half(staging)
+    # The caption distribution the text covariance of Perfusion should be measured on.
+    captions = world.captions(COVARIANCE_CAPTIONS, cfg.seed)
+    (staging / "captions.txt").write_text("\n".join(captions) + "\n")
     facts = {
         "config": asdict(cfg),
         "diffusion_steps_done": steps,
