@@ -9,6 +9,7 @@ code. The fit table is read from the quality harness's own runs (not measured tw
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -81,6 +82,31 @@ def fit_table(report: QualityReport) -> str:
     return table(headers, rows) + "\n\n" + goal + "\n"
 
 
+def gpu_section() -> str:
+    """The last GPU run's printed tables (`python -m bench.gpu` needs CUDA, so it is not rerun
+    here), kept in bench/results/ with its machine line, and the goals judged from its JSON."""
+    results = ROOT / "bench" / "results"
+    if not (results / "gpu-h200.json").exists():
+        return "### GPU\n\nNo GPU run recorded yet: run `python -m bench.gpu` on a CUDA machine.\n"
+    rows = json.loads((results / "gpu-h200.json").read_text())["rows"]
+    best = min(rows["fit"], key=lambda r: r["projected_full_fit_s"])
+    bf16 = next(r for r in rows["generate"] if r["dtype"] == "bf16")
+    fit_met = best["projected_full_fit_s"] < 60
+    gen_met = bf16["concept_overhead"] <= 0.03
+    return (
+        "### GPU: SD 1.5-shaped pipeline (random weights) at 512 px\n\n"
+        "Recorded by `python -m bench.gpu` on a lent GPU (first line); re-measure with the same "
+        "command on any CUDA machine. The fit rows differ only in how the effective batch of 16 "
+        "is run and in the frozen weights' dtype.\n\n"
+        + (results / "gpu-h200.txt").read_text().strip()
+        + "\n\nGoal: a full default fit (400 steps) in under 60 s on one H100/H200 (the paper "
+        f"reports about 4 minutes) — {verdict(fit_met)}: {best['projected_full_fit_s']:.0f} s "
+        f"projected with {best['variant']} ({best['s_per_step']:.3f} s/step). "
+        "Goal: at most 3 % slower generation with one concept — "
+        f"{verdict(gen_met)} in bf16: {100 * bf16['concept_overhead']:+.1f} %.\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run all CPU benchmarks; rewrite the docs.")
     parser.add_argument("--quick", action="store_true", help="small settings (development)")
@@ -117,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         sections.append("### Web load test\n\nSkipped (--no-web).\n")
     else:
         sections.append("### Web load test\n\n" + web_load.run_section(quick=args.quick))
+
+    sections.append(gpu_section())
 
     total = time.perf_counter() - started
     text = (
