@@ -9,20 +9,13 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
-from app.db import get_sessionmaker
+from app.db import session_scope
 
 
 def get_session() -> Iterator[Session]:
     """One session per request; the one place request work is committed."""
-    session = get_sessionmaker()()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit when the route returns, BEFORE the response is sent. With the

@@ -5,12 +5,13 @@ Same compute and memory as the real model, no download: for size and GPU benchma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from workers.perfusion.testing import write_word_tokenizer
 
 WORDS = tuple(
     "a photo of the an image good close up my dog cat toy person on in at with beach grass "
@@ -49,35 +50,6 @@ SD15_TEXT = dict(
 )
 
 
-def write_word_tokenizer(
-    folder: Path, words: tuple[str, ...] = WORDS, max_length: int = 77
-) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer over byte symbols plus whole-word merges for `words`."""
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars, extra = [], 0
-    for b in range(256):
-        chars.append(chr(b) if b in printable else chr(256 + extra))
-        extra += b not in printable
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
-    merges: list[str] = []
-    for word in words:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        while len(parts) > 1:
-            merge = f"{parts[0]} {parts[1]}"
-            if merge not in merges:
-                merges.append(merge)
-            parts = [parts[0] + parts[1], *parts[2:]]
-            vocab.setdefault(parts[0], len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[special] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length
-    )
-
-
 TINY_UNET = dict(SD15_UNET, sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=1)
 TINY_VAE = dict(SD15_VAE, block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=8)
 TINY_TEXT = dict(
@@ -92,7 +64,7 @@ def make_sd15_pipeline(
 
     `tiny` keeps the block structure (and so the 16 attn2 layer names) at toy widths, for dry runs.
     """
-    tokenizer = write_word_tokenizer(tokenizer_dir)
+    tokenizer = write_word_tokenizer(tokenizer_dir, WORDS, max_length=77)
     torch.manual_seed(seed)
     unet_config, vae_config, text = (
         (TINY_UNET, TINY_VAE, TINY_TEXT) if tiny else (SD15_UNET, SD15_VAE, SD15_TEXT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from workers.perfusion import FitConfig, compute_covariance, fit_concept
+from workers.perfusion import FitConfig, compute_covariance
+from workers.perfusion.testing import fit_concept, write_word_tokenizer
 
 # Tiny ops on a shared 2-core machine: one thread is ~50x faster than two fighting for cores.
 torch.set_num_threads(1)
@@ -35,43 +35,9 @@ def _captions(count: int = 400, seed: int = 0) -> list[str]:
 CAPTIONS = _captions()
 
 
-def _byte_chars() -> list[str]:
-    """The 256 printable stand-ins for bytes that byte-level BPE vocabularies use."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    keep += list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
 def write_tokenizer_files(folder: Path) -> CLIPTokenizer:
     """A CLIP BPE tokenizer with byte tokens plus whole-word merges for WORDS."""
-    chars = _byte_chars()
-    vocab: dict[str, int] = {}
-    for c in chars + [c + "</w>" for c in chars]:
-        vocab[c] = len(vocab)
-    merges: list[str] = []
-    for word in WORDS:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        while len(parts) > 1:
-            merge = f"{parts[0]} {parts[1]}"
-            if merge not in merges:
-                merges.append(merge)
-            parts = [parts[0] + parts[1], *parts[2:]]
-            vocab.setdefault(parts[0], len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_LEN
-    )
+    return write_word_tokenizer(folder, WORDS, MAX_LEN)
 
 
 def make_tiny_pipeline(folder: Path, seed: int = 0, text_dim: int = 64) -> StableDiffusionPipeline:
