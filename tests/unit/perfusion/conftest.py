@@ -13,8 +13,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNe
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from workers.perfusion import FitConfig, compute_covariance
-from workers.perfusion.testing import fit_concept, write_word_tokenizer
+from workers.perfusion import FitConfig, compute_covariance, fit_concept
+from workers.perfusion.testing import write_word_tokenizer
 
 # Tiny ops on a shared 2-core machine: one thread is ~50x faster than two fighting for cores.
 torch.set_num_threads(1)
