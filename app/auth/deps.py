@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, WebSocket, status
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.sessions import SESSION_COOKIE, read_session_value
 from app.config import get_settings
-from app.db import utcnow
+from app.db import session_scope, utcnow
 from app.deps import SessionDep
 from app.security.tokens import hash_token
 from app.users.models import ApiToken, User
@@ -25,13 +26,40 @@ def user_from_credentials(
         api_token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
         if api_token is None:
             return None
-        api_token.last_used_at = utcnow()
+        _touch(api_token)
         return session.get(User, api_token.user_id)
     if cookie:
         user_id = read_session_value(get_settings().secret(), cookie)
         if user_id is not None:
             return session.get(User, user_id)
     return None
+
+
+TOUCH_EVERY_S = 60
+
+
+def _touch(api_token: ApiToken) -> None:
+    """Record when a token was last used, at most once a minute, in its own short transaction.
+
+    Updating the row inside the request's transaction held its lock until the request ended:
+    concurrent requests with one token queued behind it, filled the thread pool and stalled
+    the server (the load test at 50 clients).
+    """
+    now = utcnow()
+    if api_token.last_used_at and (now - api_token.last_used_at).total_seconds() < TOUCH_EVERY_S:
+        return
+    with session_scope() as touch:
+        touch.execute(
+            update(ApiToken)
+            .where(
+                ApiToken.id == api_token.id,
+                or_(
+                    ApiToken.last_used_at.is_(None),
+                    ApiToken.last_used_at < now - timedelta(seconds=TOUCH_EVERY_S),
+                ),
+            )
+            .values(last_used_at=now)
+        )
 
 
 def optional_user(request: Request, session: SessionDep) -> User | None:
