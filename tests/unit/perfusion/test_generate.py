@@ -179,3 +179,14 @@ def test_edited_keys_and_values_are_computed_once_per_generation(tiny_pipe, fitt
 
     monkeypatch.setattr(PerfusionAttnProcessor, "_key_value", uncached)
     assert np.array_equal(run(tiny_pipe, "a <sks> on grass", concepts=[concept]), cached)
+
+
+def test_applying_the_same_concept_again_reuses_its_tokenizer_copy(tiny_pipe, fitted):
+    original = tiny_pipe.tokenizer
+    first = apply_concepts(tiny_pipe, [fitted["concept"]])
+    patched = tiny_pipe.tokenizer
+    first.remove()
+    second = apply_concepts(tiny_pipe, [fitted["concept"]])
+    assert tiny_pipe.tokenizer is patched and patched is not original
+    second.remove()
+    assert tiny_pipe.tokenizer is original and "<sks>" not in original.get_vocab()
