@@ -225,6 +225,25 @@ def inspect_concept_file(
     )
 
 
+def recorded_fingerprint(data: bytes) -> str:
+    """The base fingerprint written into a concept file's metadata ("" if unreadable)."""
+    try:
+        header, _ = _parse_header(data)
+    except ConceptFileRejected:
+        return ""
+    meta = header.get("__metadata__")
+    return str(meta.get("base_fingerprint", "")) if isinstance(meta, dict) else ""
+
+
+def training_settings(info: ConceptFileInfo) -> dict[str, Any]:
+    """The fit settings recorded in the file, or {} when absent or unreadable."""
+    try:
+        training = json.loads(info.metadata.get("training") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return training if isinstance(training, dict) else {}
+
+
 def reference_schema(session: Session, base_model: str) -> ConceptSchema | None:
     """The schema of the newest concept *fitted here* on this base model (imports don't count,
     so a forged first import cannot become the yardstick); None before the first fit."""

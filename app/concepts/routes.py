@@ -131,11 +131,11 @@ def import_concept(
     """Add a concept from a downloaded file (checked against this studio's base model)."""
     data = _read(file, settings.concept_file_max_bytes)
     try:
-        inspect_concept_file(data, reference_schema(session, settings.base_model), settings)
+        info = inspect_concept_file(data, reference_schema(session, settings.base_model), settings)
     except ConceptFileRejected as exc:
         raise HTTPException(exc.status_code, str(exc)) from None
     try:
-        concept = service.import_concept(session, settings, user, data, name, visibility)
+        concept = service.import_concept(session, settings, user, data, info, name, visibility)
     except ConceptError as exc:
         raise _refuse(exc) from None
     return service.concept_out(session, viewer, concept)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from app.concepts import conceptfile
+from app.concepts import filecheck
 from app.concepts.access import Need, Viewer, can, concept_filter
 from app.concepts.models import Concept, ConceptPhoto, ConceptStatus, ShareLink, Visibility
 from app.concepts.schemas import ConceptOut, ConceptPage, ImageRef, JobRef, PhotoRef, TokenCheck
@@ -27,7 +27,7 @@ from app.users.models import User
 MIN_PHOTOS, MAX_PHOTOS = 3, 10
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_FIT_STEPS = 5000
-TOKEN_RE = conceptfile.TOKEN_RE
+TOKEN_RE = re.compile(r"^<[a-z0-9][a-z0-9_-]{0,36}>$")
 SUPERCLASS_RE = re.compile(r"^[a-z][a-z -]{0,38}[a-z]$|^[a-z]$")
 COMMON_SUPERCLASSES = (
     "person", "man", "woman", "child", "dog", "cat", "bird", "toy", "car", "mug", "bag",
@@ -393,7 +393,7 @@ def known_base_fingerprint(session: Session, settings: Settings) -> str:
         .limit(1)
     )
     blob = DatabaseBlobStore(session).get(blob_id) if blob_id else None
-    return conceptfile.fingerprint_of(blob.data) if blob else ""
+    return filecheck.recorded_fingerprint(blob.data) if blob else ""
 
 
 def import_concept(
@@ -401,34 +401,33 @@ def import_concept(
     settings: Settings,
     user: User,
     data: bytes,
+    info: filecheck.ConceptFileInfo,
     name: str | None,
     visibility: Visibility,
 ) -> Concept:
-    """A ready concept from an uploaded .safetensors file (see conceptfile for what is checked)."""
-    try:
-        header = conceptfile.read_header(data)
-    except conceptfile.ConceptFileError as exc:
-        raise ConceptError(422, str(exc)) from None
+    """A ready concept from an uploaded file that `filecheck.inspect_concept_file` accepted."""
+    if not TOKEN_RE.match(info.token):
+        raise ConceptError(422, f"The concept's token {info.token!r} is not of the form <name>.")
     expected = known_base_fingerprint(session, settings)
-    if expected and header.base_fingerprint != expected:
+    if expected and info.base_fingerprint != expected:
         raise ConceptError(
             422,
             "This concept was made for another base model "
-            f"({header.base_model_id or 'unknown'}); this studio runs {settings.base_model}.",
+            f"({info.base_model_id or 'unknown'}); this studio runs {settings.base_model}.",
         )
-    check = check_token(session, header.token)
+    check = check_token(session, info.token)
     if not check.available:
-        raise ConceptError(409, f"{header.token} is already used by another concept here.")
+        raise ConceptError(409, f"{info.token} is already used by another concept here.")
     blob_id = DatabaseBlobStore(session).put(data, "application/octet-stream")
     concept = Concept(
         owner_id=user.id,
-        name=(name or "").strip()[:100] or header.token.strip("<>"),
-        token=header.token,
-        superclass=header.superclass,
+        name=(name or "").strip()[:100] or info.token.strip("<>"),
+        token=info.token,
+        superclass=info.superclass[:40],
         visibility=visibility,
         base_model=settings.base_model,
         status=ConceptStatus.ready,
-        settings={"imported": True, "training": header.training},
+        settings={"imported": True, "training": filecheck.training_settings(info)},
         file_blob_id=blob_id,
     )
     session.add(concept)
