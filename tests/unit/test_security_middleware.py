@@ -15,7 +15,7 @@ from app.security.headers import CSP
 from app.security.install import install_security
 from app.security.websockets import check_websocket_origin
 from app.uploads.images import UploadRejected
-from app.uploads.streaming import read_uploads
+from app.uploads.streaming import read_upload_files
 
 FOREIGN = "https://evil.example"
 
@@ -29,8 +29,8 @@ def small_app() -> FastAPI:
         return body
 
     @app.post("/api/concepts")
-    async def upload(photos: list[UploadFile]) -> dict[str, int]:
-        files = await read_uploads(photos)
+    def upload(photos: list[UploadFile]) -> dict[str, int]:
+        files = read_upload_files(photos)
         return {"files": len(files), "bytes": sum(len(d) for _, d in files)}
 
     return app
