@@ -7,9 +7,12 @@ the worker-killing ones come last.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,8 @@ import httpx
 import pytest
 import redis
 from celery import Celery
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 from websockets.sync.client import connect
 
 from app.concepts.models import Concept, ConceptStatus
@@ -159,15 +163,42 @@ def _submit_generations(ctx: Ctx, count: int, steps: int = 2) -> list[uuid.UUID]
         return job_ids
 
 
+@contextmanager
+def _frozen(workers: list[Process]) -> Iterator[None]:
+    """Stop the worker processes (SIGSTOP) for the block, then let them go on (SIGCONT)."""
+    for worker in workers:
+        os.kill(worker.popen.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.2)  # a progress event already sent to Redis lands before we read the stream
+        yield
+    finally:
+        for worker in workers:
+            os.kill(worker.popen.pid, signal.SIGCONT)
+
+
 def _cancel_within_one_step(ctx: Ctx, job_id: uuid.UUID, after_step: int) -> None:
-    """Cancel as the route does; at most one step may complete after the cancel commits."""
+    """Cancel as the route does; at most one step may complete after the cancel commits.
+
+    The workers are frozen while the stream's last id is read and the cancel commits, so
+    "after the cursor" is exactly "after the commit": a fast step finishing between the
+    read and the commit would otherwise be miscounted as one finished after it.
+    """
     _wait_step(ctx, job_id, after_step)
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        assert job is not None and job.state == JobState.running
-        service.request_cancel(session, job)
-        session.flush()
-        cursor = _events(ctx, job_id)[-1][0]  # read just before the commit
+    for _attempt in range(3):
+        try:
+            with _frozen(ctx.workers()), session_scope() as session:
+                # A worker frozen inside its heartbeat's UPDATE holds the row: retry, never hang.
+                session.execute(text("SET LOCAL lock_timeout = '2s'"))
+                job = session.get(Job, job_id)
+                assert job is not None and job.state == JobState.running
+                service.request_cancel(session, job)
+                session.flush()
+                cursor = _events(ctx, job_id)[-1][0]
+            break
+        except OperationalError:
+            continue
+    else:
+        pytest.fail("the job row stayed locked by a frozen worker three times")
     job = _wait_finished(job_id, 60)
     assert job.state == JobState.canceled
     canceled = {"type": "state", "state": "canceled"}
