@@ -10,8 +10,9 @@
 - Textual Inversion: a new token's input embedding only, prompt templates.
 
 All methods share the training-image preprocessing (`encode_training_images`), the noise
-schedule (the pipeline's, as DDPM), epsilon-MSE loss with uniform t, one seeded CPU generator
-for all randomness, and no horizontal flips (the toy concepts are asymmetric).
+schedule (the pipeline's, as DDPM), MSE on the model's own target (v on the toy world,
+epsilon on SD 1.5) at uniform t, one seeded CPU generator for all randomness, and no
+horizontal flips (the toy concepts are asymmetric).
 """
 
 from __future__ import annotations
