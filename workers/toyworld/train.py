@@ -12,8 +12,8 @@ Why v and zero terminal SNR (Lin et al., "Common Diffusion Noise Schedules and S
 Flawed", WACV 2024): the flat backgrounds make the image's mean colour the first thing the
 sampler must decide, at the noisiest step. An epsilon loss there barely depends on the image
 (alpha_bar ~ 4e-5 at t = 999), so the first model, trained that way, never learned which colour
-to draw: it scored background 0.43 and colour 0.33. The same UNet trained on v drew the
-asked-for background and colour within 500 steps. Steps are fixed by the arguments, so a run is
+to draw: it scored background 0.43 and colour 0.33. The same UNet trained on v for 3,465 CPU
+steps scores background 1.0 and colour 0.95 (n=40). Steps are fixed by the arguments, so a run is
 reproducible on the same machine and thread count; --minutes only caps stage 2's wall time.
 """
 
