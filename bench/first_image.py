@@ -55,9 +55,9 @@ def main() -> int:
             client.post("/api/auth/signup", json=signup).raise_for_status()
             rng = random.Random(0)
             files = []
-            for k, background in enumerate(("gray", "green", "white", "black")):
+            for k, background in enumerate(("gray", "white", "black", "blue")):
                 buffer = io.BytesIO()
-                world.render_concept("candy", background, rng).save(buffer, "PNG")
+                world.render_subject("candy", background, rng).save(buffer, "PNG")
                 files.append(("images", (f"photo{k}.png", buffer.getvalue(), "image/png")))
             form = {"name": "Candy", "token": "<candy>", "superclass": "circle"}
             started = time.monotonic()

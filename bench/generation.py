@@ -46,7 +46,7 @@ def fit_tiny_concepts(pipe, count: int, seed: int = 0, captions: list[str] | Non
     import random
 
     from workers.perfusion import FitConfig, fit_concept, get_covariance
-    from workers.toyworld.world import HELDOUT_CONCEPTS, render_concept
+    from workers.toyworld.world import SUBJECTS, render_subject
     from workers.toyworld.world import captions as world_captions
 
     covariance = get_covariance(
@@ -54,9 +54,9 @@ def fit_tiny_concepts(pipe, count: int, seed: int = 0, captions: list[str] | Non
     )
     config = FitConfig(steps=2, batch_size=1, grad_accum=1, seed=seed)
     concepts = []
-    for k, name in enumerate(list(HELDOUT_CONCEPTS)[:count]):
-        spec = HELDOUT_CONCEPTS[name]
-        photos = [render_concept(name, "gray", random.Random(f"{name}-{j}")) for j in range(2)]
+    for k, name in enumerate(list(SUBJECTS)[:count]):
+        spec = SUBJECTS[name]
+        photos = [render_subject(name, "gray", random.Random(f"{name}-{j}")) for j in range(2)]
         concepts.append(fit_concept(pipe, photos, f"<c{k}>", spec.superclass, config, covariance))
     return concepts
 

@@ -1,8 +1,8 @@
 """The four personalization methods compared by the quality harness, each at its usual recipe.
 
 - Perfusion: `workers.perfusion.fit_concept`, the production code path (token embedding and
-  per-layer o*_V only). Like the production worker it gets no masks (uniform loss weight),
-  so no method is given a segmentation the others lack.
+  per-layer o*_V only). It gets no masks (uniform loss weight) unless its recipe says
+  `masked`, so the comparison rows give no method a segmentation the others lack.
 - LoRA (DreamBooth-LoRA): rank-4 peft adapters on to_q/to_k/to_v/to_out.0 of every UNet
   attention layer, rare identifier prompt "a photo of sks <class>".
 - DreamBooth: full UNet fine-tune, same identifier prompt, prior-preservation loss on class
@@ -62,6 +62,7 @@ class Recipe:
     rank: int = 4  # LoRA
     class_images: int = 4  # DreamBooth prior preservation (0 = off)
     prior_weight: float = 1.0
+    masked: bool = False  # weight the loss by the subject's mask (Perfusion's masked loss)
 
     def describe(self, method: str) -> str:
         text = f"{self.steps} steps × batch {self.batch_size * self.grad_accum}"
@@ -202,7 +203,7 @@ def fit_perfusion(pipe, images, masks, name, superclass, recipe, seed, covarianc
         flip_p=0.0,
         seed=seed,
     )
-    concept = fit_concept(pipe, images, f"<{name}>", superclass, config, covariance)
+    concept = fit_concept(pipe, images, f"<{name}>", superclass, config, covariance, masks=masks)
     return Fitted("perfusion", f"<{name}>", concept_to_bytes(concept), concept=concept)
 
 

@@ -61,14 +61,15 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Four 'photos' of the toy world's held-out striped candy circle."""
-    from workers.toyworld.world import BACKGROUNDS, render_concept
+    """Four 'photos' of the held-out subject "candy" (a red circle with green stripes)."""
+    from workers.toyworld.world import render_subject, subject_backgrounds
 
     folder = tmp_path_factory.mktemp("photos")
     rng = random.Random(3)
     paths = []
     for i in range(4):
         path = folder / f"candy-{i}.png"
-        render_concept("candy", BACKGROUNDS[i % len(BACKGROUNDS)], rng).save(path)
+        backgrounds = subject_backgrounds("candy")
+        render_subject("candy", backgrounds[i % len(backgrounds)], rng).save(path)
         paths.append(path)
     return paths

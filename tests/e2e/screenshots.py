@@ -27,13 +27,14 @@ WIDTHS = {"desktop": (1280, 860), "phone": (390, 844)}
 def _photos(name: str, seed: int) -> list[tuple[str, bytes, str]]:
     import io
 
-    from workers.toyworld.world import BACKGROUNDS, render_concept
+    from workers.toyworld.world import render_subject, subject_backgrounds
 
     rng = random.Random(seed)
     files = []
+    backgrounds = subject_backgrounds(name)
     for i in range(4):
         out = io.BytesIO()
-        render_concept(name, BACKGROUNDS[i % len(BACKGROUNDS)], rng).save(out, "PNG")
+        render_subject(name, backgrounds[i % len(backgrounds)], rng).save(out, "PNG")
         files.append(("images", (f"{name}-{i}.png", out.getvalue(), "image/png")))
     return files
 
@@ -81,7 +82,7 @@ def main() -> None:
         concept = client.post("/api/concepts", data=fields, files=_photos("candy", 1)).json()
         wait_for(lambda: _job_state(client, concept["job"]["id"]) == "succeeded", 900, "fit")
         fitted = time.monotonic() - started
-        body = {"prompt": "a photo of a <candy> on a green background", "n": 2, "seed": 5}
+        body = {"prompt": "a photo of a <candy> on a white background", "n": 2, "seed": 5}
         body |= {"steps": args.gen_steps, "concept_id": concept["id"]}
         gen = client.post("/api/generations", json=body).json()
         wait_for(
@@ -96,7 +97,7 @@ def main() -> None:
         print(f"upload → concept ready {fitted:.1f} s, upload → first image {first_image:.1f} s")
 
         # A second concept left fitting, for the live-progress view.
-        fields = {"name": "Dotty star", "token": "<dotty>", "superclass": "star"}
+        fields = {"name": "Dotty square", "token": "<dotty>", "superclass": "square"}
         fields |= {"steps": "2000", "seed": "2"}
         fitting = client.post("/api/concepts", data=fields, files=_photos("dotty", 2)).json()
 
@@ -114,11 +115,11 @@ def main() -> None:
                 page.goto(base + "/concepts/new")
                 page.set_input_files("#photos", files=[
                     {"name": n, "mimeType": "image/png", "buffer": b}
-                    for _, (n, b, _t) in _photos("split", 3)
+                    for _, (n, b, _t) in _photos("tile", 3)
                 ])  # fmt: skip
-                page.fill("#name", "Split triangle")
+                page.fill("#name", "Bicolor tile")
                 page.wait_for_selector("#token-hint.ok")
-                page.fill("#superclass", "triangle")
+                page.fill("#superclass", "square")
                 page.screenshot(path=str(args.out / f"new-concept-{label}.png"), full_page=True)
                 shot(
                     "concept-fitting",

@@ -70,7 +70,7 @@ def test_upload_fit_generate_download_share_revoke(studio: Stack, browser, photo
     assert page.text_content("[data-testid=status]") == "ready"
     assert page.locator("[data-testid=samples] img").count() == 2
 
-    page.fill("#prompt", "a photo of a <candy> on a green background")
+    page.fill("#prompt", "a photo of a <candy> on a white background")
     page.wait_for_selector("[data-testid=tokens-found] >> text=✓ <candy>")
     page.select_option("#n", "2")
     page.click("#generate details summary")
@@ -93,7 +93,7 @@ def test_upload_fit_generate_download_share_revoke(studio: Stack, browser, photo
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
     embedded = " ".join(str(v) for v in image.info.values())
-    assert "<candy>" in embedded and "green background" in embedded  # parameters in text chunks
+    assert "<candy>" in embedded and "white background" in embedded  # parameters in text chunks
     page.click("#lightbox-close")
 
     page.select_option("[data-testid=visibility]", "unlisted")

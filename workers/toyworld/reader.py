@@ -1,12 +1,19 @@
-"""Read shape, object colour and background colour back from a toy-world image, analytically.
+"""Read a toy-world image back into attributes, without any learned model.
 
-Background: median of a band of pixels just inside the border, snapped to the nearest
+Background: the median colour of a band just inside the image edge, snapped to the nearest
 background colour.
-Object: its colour is the median of the pixels farthest from the background, snapped to the
-nearest object colour; its mask is the largest connected region of pixels closer to that colour
-than to the background (the half-way contour, so blur neither grows nor shrinks it), ignoring the
-2-pixel frame where decoders smear; its shape is the template (the shape's mask scaled to its
-bounding box) with the best soft IoU, which works because shapes are never rotated.
+Object: the largest connected region of pixels far from the background (both of an object's
+colours always differ from its background), closed over one-pixel seams and ignoring the 2-pixel
+frame where decoders smear; its
+shape is the template (the shape's mask scaled to its bounding box) with the best soft IoU,
+which works because shapes are never rotated.
+Colours and pattern: the object's inner pixels (one pixel in from its edge, where it blends into
+the background) are snapped to the nearest object colour when close to one; the two most
+frequent colours are the candidates. Under 10 % of the second: plain. Otherwise the layout of
+the second colour decides: far below the first one (centroids apart by a fifth of the object's
+height) is bicolor, whose upper colour is the main one; the same along a vertical shift of a
+third of the object's radius is striped; otherwise dotted. For stripes and dots the main colour
+is the more frequent one.
 Generated images are blurrier than renders, so the reader is checked on blurred renders too.
 """
 
@@ -14,15 +21,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from itertools import product
+from itertools import combinations, product
 
 import numpy as np
 from PIL import Image
 
-from workers.toyworld.world import BACKGROUNDS, COLORS, PALETTE, SHAPES, SIZE, shape_mask
+from workers.toyworld.world import BACKGROUNDS, COLORS, PALETTE, SHAPES, SIZE, Look, shape_mask
 
 _GRID = 24  # templates and objects are compared at this resolution
 _MIN_PIXELS = 12  # fewer object pixels than this: no object
+_PLAIN_BELOW = 0.05  # second colour's share of the object's snapped pixels
+_BICOLOR_SEPARATION = 0.2  # centroid gap between the two colours, in object heights
+_STRIPE_OVERLAP = 0.6  # share of second-colour pixels still second colour a shift below
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,17 @@ class Attributes:
     shape: str | None
     color: str | None
     background: str
+    pattern: str | None = None
+    second: str | None = None
+
+    def matches(self, look: Look) -> bool:
+        """Whether every attribute of `look` was read back."""
+        return (self.shape, self.color, self.pattern, self.second) == (
+            look.shape,
+            look.color,
+            look.pattern,
+            look.second,
+        )
 
 
 def _rgb(names: tuple[str, ...]) -> np.ndarray:
@@ -45,6 +66,10 @@ _THRESHOLD = 0.5 * min(
     float(np.linalg.norm(np.subtract(PALETTE[c], PALETTE[b])))
     for c, b in product(COLORS, BACKGROUNDS)
     if c != b
+)
+# A pixel counts as an object colour when nearer to it than 45 % of the closest two colours.
+_SNAP = 0.45 * min(
+    float(np.linalg.norm(np.subtract(PALETTE[a], PALETTE[b]))) for a, b in combinations(COLORS, 2)
 )
 
 
@@ -75,7 +100,9 @@ def _shape(mask: np.ndarray) -> str:
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected region of a boolean mask."""
+    """The largest 4-connected region of a boolean mask (all False if it has none)."""
+    if not mask.any():
+        return mask
     labels = np.zeros(mask.shape, dtype=np.int32)
     best, best_size, current = 0, 0, 0
     height, width = mask.shape
@@ -97,6 +124,61 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == best
 
 
+def _dilated(mask: np.ndarray) -> np.ndarray:
+    """Pixels of the mask or next to it (4-neighbourhood)."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    """Pixels of the mask whose four neighbours are in it too."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return inner
+
+
+def _pattern(
+    a: np.ndarray, core: np.ndarray, mask: np.ndarray
+) -> tuple[str | None, str | None, str | None]:
+    """Main colour, pattern and second colour of the object's core pixels."""
+    pixels = a[core]
+    if len(pixels) == 0:
+        return None, None, None
+    distances = np.linalg.norm(pixels[:, None, :] - _rgb(COLORS)[None], axis=2)
+    nearest = distances.argmin(axis=1)
+    snapped = distances.min(axis=1) < _SNAP
+    counts = np.bincount(nearest[snapped], minlength=len(COLORS))
+    if counts.sum() == 0:
+        return _nearest(np.median(pixels, axis=0), COLORS), None, None
+    first, second = (int(k) for k in np.argsort(counts)[::-1][:2])
+    if counts[second] < _PLAIN_BELOW * counts.sum():
+        return COLORS[first], "plain", None
+    ys, xs = np.nonzero(core)
+    keep = snapped & ((nearest == first) | (nearest == second))
+    ys, xs, which = ys[keep], xs[keep], nearest[keep]
+    rows = np.nonzero(mask.any(axis=1))[0]
+    height = rows.max() - rows.min() + 1
+    y_first, y_second = ys[which == first].mean(), ys[which == second].mean()
+    if abs(y_first - y_second) > _BICOLOR_SEPARATION * height:
+        upper, lower = (first, second) if y_first < y_second else (second, first)
+        return COLORS[upper], "bicolor", COLORS[lower]
+    label = np.full(a.shape[:2], -1)
+    label[ys, xs] = which
+    shift = max(2, round(height / 6))  # a third of the radius
+    here, below = label[:-shift], label[shift:]
+    both = (here == second) & (below >= 0)
+    overlap = float((below[both] == second).mean()) if both.any() else 0.0
+    pattern = "striped" if overlap > _STRIPE_OVERLAP else "dotted"
+    return COLORS[first], pattern, COLORS[second]
+
+
 def read_attributes(img: Image.Image) -> Attributes:
     """Attributes of the (single) object in a 64x64 toy-world image; None where unreadable."""
     a = np.asarray(img.convert("RGB").resize((SIZE, SIZE)), dtype=np.float32)
@@ -109,15 +191,11 @@ def read_attributes(img: Image.Image) -> Attributes:
     distance = np.linalg.norm(a - bg_rgb, axis=2)
     frame = np.zeros(distance.shape, dtype=bool)
     frame[2:-2, 2:-2] = True
-    candidate = (distance > _THRESHOLD) & frame
-    if candidate.sum() < _MIN_PIXELS:
-        return Attributes(None, None, background)
-    # Anti-aliased edge pixels mix both colours: take the object's colour from its inner pixels.
-    inner = candidate & (distance >= 0.8 * np.percentile(distance[candidate], 90))
-    obj_rgb = np.median(a[inner], axis=0)
-    color = _nearest(obj_rgb, COLORS)
-    closer = np.linalg.norm(a - obj_rgb, axis=2) < distance
-    mask = _largest_component(closer & frame)
+    # Closing fills the one-pixel seams where a pattern's two colours blend into something
+    # near the background (blue + yellow is almost gray); a ring's hole is far wider.
+    far = distance > _THRESHOLD
+    mask = _largest_component(_eroded(_dilated(far)) & frame)
     if mask.sum() < _MIN_PIXELS:
-        return Attributes(None, color, background)
-    return Attributes(_shape(mask), color, background)
+        return Attributes(None, None, background)
+    color, pattern, second = _pattern(a, _eroded(mask), mask)
+    return Attributes(_shape(mask), color, background, pattern, second)

@@ -69,6 +69,7 @@ class TrainConfig:
     decoder_steps: int = 0  # stage 1b: fine-tune the decoder of the (trained or reused) VAE
     decoder_lr: float = 5e-4
     vae_from: str = ""  # a model folder whose VAE to reuse instead of training stage 1
+    vae_init: str = ""  # a model folder whose VAE stage 1 starts from (fine-tunes)
     init_from: str = ""  # a model folder whose text encoder and UNet stage 2 continues from
     device: str = "cpu"  # all random draws stay on the CPU, so a GPU run follows the same recipe
 
@@ -103,7 +104,11 @@ def vae_batch(cfg: TrainConfig, rng: random.Random) -> torch.Tensor:
 
 def train_vae(cfg: TrainConfig, rng: random.Random) -> tuple[AutoencoderKL, float]:
     """Stage 1: returns the VAE and its latent scaling factor."""
-    vae = models.vae().to(cfg.device)
+    vae = models.vae()
+    if cfg.vae_init:
+        vae.load_state_dict(AutoencoderKL.from_pretrained(Path(cfg.vae_init) / "vae").state_dict())
+        log.info("stage 1 starts from the VAE of %s", cfg.vae_init)
+    vae = vae.to(cfg.device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     start = time.monotonic()
     for step in range(1, cfg.vae_steps + 1):
@@ -205,6 +210,25 @@ def encode_prompts(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, prompts: li
     return encoder(ids.to(encoder.device))[0]
 
 
+def _remap_token_rows(
+    state: dict[str, torch.Tensor],
+    old_vocab: dict[str, int],
+    tokenizer: CLIPTokenizer,
+    encoder: CLIPTextModel,
+) -> dict[str, torch.Tensor]:
+    """An earlier text encoder's weights for a (possibly larger) new vocabulary: each token's
+    embedding row is copied by token string; tokens new to the world keep their fresh init."""
+    key = "text_model.embeddings.token_embedding.weight"
+    rows = encoder.state_dict()[key].clone()
+    copied = 0
+    for token, new_id in tokenizer.get_vocab().items():
+        if token in old_vocab:
+            rows[new_id] = state[key][old_vocab[token]]
+            copied += 1
+    log.info("copied %d of %d token embeddings from the earlier encoder", copied, len(rows))
+    return {**state, key: rows}
+
+
 def train_diffusion(
     cfg: TrainConfig,
     rng: random.Random,
@@ -219,7 +243,9 @@ def train_diffusion(
     if cfg.init_from:
         # Continue an earlier run (its saved EMA weights); the optimizer starts afresh.
         folder = Path(cfg.init_from)
-        encoder.load_state_dict(CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict())
+        old = CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict()
+        old_vocab = CLIPTokenizer.from_pretrained(folder / "tokenizer").get_vocab()
+        encoder.load_state_dict(_remap_token_rows(old, old_vocab, tokenizer, encoder))
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
         log.info("stage 2 starts from the text encoder and UNet of %s", folder)
     ema_encoder, ema_unet = copy.deepcopy(encoder), copy.deepcopy(unet)

@@ -1,8 +1,13 @@
-"""The toy world: one flat-coloured shape on a plain background, 64x64 RGB, with captions.
+"""The toy world: one object on a plain background, 64x64 RGB, with captions.
+
+An object has a shape, a main colour, a pattern (plain, striped, dotted or bicolor), a second
+colour (the pattern's) and a size. Captions name the shape, the main colour and the background,
+sometimes the pattern, and **never the second colour**: so no prompt can ask for one particular
+object, exactly as "a dog" cannot ask for your dog. The base model learns to draw every look;
+a few specific looks (`SUBJECTS`) never occur in its training images: they are the "subjects"
+users personalize, drawable but not nameable.
 
 Everything is drawn procedurally and is deterministic given a `random.Random`.
-Held-out concepts (patterned or two-tone objects) use the same geometry but never appear in
-the base model's training data or vocabulary; they are the "subjects" users personalize.
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple")
 BACKGROUNDS: tuple[str, ...] = ("white", "black", "gray", "blue", "green")
+# "plain" is one colour; the others paint the second colour over the main one.
+PATTERNS: tuple[str, ...] = ("plain", "striped", "dotted", "bicolor")
 
 # Generic nouns that name any object of the world: the natural superclasses for concepts.
 SUPERCLASS_NOUNS: tuple[str, ...] = ("shape", "toy")
 
-MIN_RADIUS, MAX_RADIUS = 11.0, 22.0
+MIN_RADIUS, MAX_RADIUS = 14.0, 23.0
+PATTERN_NAMED = 0.5  # how often a training caption names the pattern
 
-# Templates that name shape, colour and background (used for evaluation and most training).
+# Templates that name the object and the background (used for evaluation and most training).
 COMPLETE_TEMPLATES: tuple[str, ...] = (
     "{a} {obj} on a {bg} background",
     "a photo of {a} {obj} on a {bg} background",
@@ -56,47 +64,97 @@ PARTIAL_TEMPLATES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Look:
+    """What an object looks like, apart from where it is and how big."""
+
+    shape: str
+    color: str  # the main colour, named by captions
+    pattern: str = "plain"
+    second: str | None = None  # the pattern's colour, never named; None when plain
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES or self.color not in COLORS or self.pattern not in PATTERNS:
+            raise ValueError(f"not a look of this world: {self}")
+        if (self.pattern == "plain") != (self.second is None) or self.second == self.color:
+            raise ValueError(f"a patterned look needs a second, different colour: {self}")
+        if self.second is not None and self.second not in COLORS:
+            raise ValueError(f"not a colour of this world: {self.second}")
+
+    @property
+    def colors(self) -> set[str]:
+        return {self.color} | ({self.second} if self.second else set())
+
+
+@dataclass(frozen=True)
 class Scene:
     """One object on a plain background; geometry in pixels of the 64x64 image."""
 
-    shape: str
-    color: str
+    look: Look
     background: str
     cx: float
     cy: float
     radius: float
 
+    @property
+    def shape(self) -> str:
+        return self.look.shape
+
+    @property
+    def color(self) -> str:
+        return self.look.color
+
 
 @dataclass(frozen=True)
-class HeldoutConcept:
-    """A subject that is not in the base vocabulary: a shape with a pattern of two colours."""
+class Subject:
+    """A look that never occurs in the base model's training images, and its superclass."""
 
-    shape: str
-    pattern: str  # "stripes", "checker", "dots" or "split"
-    colors: tuple[str, str]
-    superclass: str  # the closest base-vocabulary noun
+    look: Look
+    superclass: str  # the word a user would pick: its shape, or a generic noun
 
 
-HELDOUT_CONCEPTS: dict[str, HeldoutConcept] = {
-    "candy": HeldoutConcept("circle", "stripes", ("red", "white"), "circle"),
-    "checker": HeldoutConcept("square", "checker", ("black", "yellow"), "square"),
-    "dotty": HeldoutConcept("star", "dots", ("blue", "yellow"), "star"),
-    "split": HeldoutConcept("triangle", "split", ("orange", "purple"), "triangle"),
+# The first four are the quality harness's subjects; the rest are kept for a final check that
+# nothing is tuned on. Colour pairs avoid neighbours whose blend reads as a third colour.
+SUBJECTS: dict[str, Subject] = {
+    "candy": Subject(Look("circle", "red", "striped", "green"), "circle"),
+    "dotty": Subject(Look("square", "blue", "dotted", "yellow"), "square"),
+    "tile": Subject(Look("square", "orange", "bicolor", "blue"), "square"),
+    "flag": Subject(Look("triangle", "purple", "striped", "orange"), "toy"),
+    "donut": Subject(Look("ring", "yellow", "dotted", "red"), "ring"),
+    "kite": Subject(Look("triangle", "green", "bicolor", "purple"), "triangle"),
+    "zebra": Subject(Look("star", "blue", "striped", "yellow"), "toy"),
+    "gem": Subject(Look("star", "purple", "bicolor", "yellow"), "star"),
 }
+HARNESS_SUBJECTS: tuple[str, ...] = ("candy", "dotty", "tile", "flag")
+FINAL_SUBJECTS: tuple[str, ...] = ("donut", "kite", "zebra", "gem")
+_HELD_OUT: frozenset[Look] = frozenset(s.look for s in SUBJECTS.values())
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article for a phrase starting with `word`."""
     return "an" if word[0] in "aeiou" else "a"
 
 
+def sample_look(rng: random.Random, background: str) -> Look:
+    """A random look whose colours differ from the background and that is no held-out subject."""
+    while True:
+        color = rng.choice([c for c in COLORS if c != background])
+        pattern = rng.choice(PATTERNS)
+        second = None
+        if pattern != "plain":
+            second = rng.choice([c for c in COLORS if c not in (background, color)])
+        look = Look(rng.choice(SHAPES), color, pattern, second)
+        if look not in _HELD_OUT:
+            return look
+
+
 def sample_scene(rng: random.Random) -> Scene:
-    """Draw a random scene; the object's colour always differs from the background's."""
+    """Draw a random scene of the base model's world (never a held-out subject)."""
     background = rng.choice(BACKGROUNDS)
-    color = rng.choice([c for c in COLORS if c != background])
-    return Scene(rng.choice(SHAPES), color, background, *_sample_placement(rng))
+    return Scene(sample_look(rng, background), background, *sample_placement(rng))
 
 
-def _sample_placement(rng: random.Random) -> tuple[float, float, float]:
+def sample_placement(rng: random.Random) -> tuple[float, float, float]:
+    """A random centre and radius (cx, cy, radius) that keep the object inside the image."""
     radius = rng.uniform(MIN_RADIUS, MAX_RADIUS)
     margin = radius + 2.0
     return rng.uniform(margin, SIZE - margin), rng.uniform(margin, SIZE - margin), radius
@@ -135,47 +193,77 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> Image.I
     return mask
 
 
-def _compose(
-    shape: str,
-    background: str,
-    cx: float,
-    cy: float,
-    radius: float,
-    fill: Image.Image,
-) -> Image.Image:
-    """Paste a full-canvas `fill` image (at supersampled size) through the shape's mask."""
+def _fill(look: Look, cx: float, cy: float, r: float) -> Image.Image:
+    """A full-canvas (supersampled) image painted with the look's colours around the object.
+
+    Patterns are coarse enough for 16x16 latents (a stripe or dot spans one to two latent
+    cells) and mirror-symmetric about the object's vertical axis, so a mirrored scene is still
+    a scene of this world."""
     s = _SUPERSAMPLE
     big = SIZE * s
-    canvas = Image.new("RGB", (big, big), PALETTE[background])
-    canvas.paste(fill, (0, 0), shape_mask(shape, cx * s, cy * s, radius * s, big))
-    return canvas.resize((SIZE, SIZE), Image.Resampling.BOX)
+    fill = Image.new("RGB", (big, big), PALETTE[look.color])
+    if look.second is None:
+        return fill
+    draw = ImageDraw.Draw(fill)
+    second = PALETTE[look.second]
+    cx, cy, r = cx * s, cy * s, r * s
+    if look.pattern == "striped":  # vertical stripes of the second colour, 30 % of the period
+        period = 0.8 * r
+        half = 0.15 * period
+        for k in range(-4, 4):
+            x = cx + (k + 0.5) * period
+            draw.rectangle([x - half, 0, x + half, big], fill=second)
+    elif look.pattern == "dotted":  # dots on a hexagonal grid with one at the centre
+        step, dot = 0.9 * r, 0.25 * r
+        for j in range(-3, 4):
+            for i in range(-3, 4):
+                x = cx + (i + 0.5 * (j % 2)) * step
+                y = cy + j * step * 0.87
+                draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=second)
+    elif look.pattern == "bicolor":  # the lower half in the second colour
+        draw.rectangle([0, cy, big, big], fill=second)
+    else:
+        raise ValueError(f"unknown pattern: {look.pattern}")
+    return fill
 
 
 def render(scene: Scene) -> Image.Image:
     """The 64x64 RGB image of a scene."""
-    big = SIZE * _SUPERSAMPLE
-    fill = Image.new("RGB", (big, big), PALETTE[scene.color])
-    return _compose(scene.shape, scene.background, scene.cx, scene.cy, scene.radius, fill)
+    s = _SUPERSAMPLE
+    big = SIZE * s
+    canvas = Image.new("RGB", (big, big), PALETTE[scene.background])
+    fill = _fill(scene.look, scene.cx, scene.cy, scene.radius)
+    canvas.paste(fill, (0, 0), shape_mask(scene.shape, scene.cx * s, scene.cy * s,
+                                          scene.radius * s, big))  # fmt: skip
+    return canvas.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
-def _object_phrase(scene: Scene, rng: random.Random, complete: bool) -> str:
-    roll = rng.random()
-    if complete or roll < 0.8:
-        return f"{scene.color} {scene.shape}"
-    if roll < 0.9:
-        return f"{scene.color} {rng.choice(SUPERCLASS_NOUNS)}"
-    return scene.shape
+def object_mask(scene: Scene) -> Image.Image:
+    """The object's soft ("L") mask at 64x64: the exact foreground of `render(scene)`."""
+    s = _SUPERSAMPLE
+    big = shape_mask(scene.shape, scene.cx * s, scene.cy * s, scene.radius * s, SIZE * s)
+    return big.resize((SIZE, SIZE), Image.Resampling.BOX)
+
+
+def object_phrase(look: Look, name_pattern: bool, noun: str | None = None) -> str:
+    """How a caption names an object: "[pattern] colour noun"; the second colour never."""
+    words = [look.pattern] if name_pattern else []
+    return " ".join([*words, look.color, noun or look.shape])
 
 
 def caption(scene: Scene, rng: random.Random, complete: bool = False) -> str:
-    """A caption of the scene. With complete=True it always names shape, colour and background;
-    otherwise it sometimes says "shape"/"toy" instead of the shape or omits the background."""
-    obj = _object_phrase(scene, rng, complete)
+    """A caption of the scene. With complete=True it names shape, main colour, pattern and
+    background; otherwise it names the pattern half the time, sometimes says "shape"/"toy"
+    instead of the shape, and sometimes omits the background."""
+    name_pattern = complete or rng.random() < PATTERN_NAMED
+    roll = rng.random()
+    noun = None if complete or roll < 0.85 else rng.choice(SUPERCLASS_NOUNS)
+    obj = object_phrase(scene.look, name_pattern, noun)
     if complete or rng.random() < 0.85:
         template = rng.choice(COMPLETE_TEMPLATES)
     else:
         template = rng.choice(PARTIAL_TEMPLATES)
-    return template.format(a=_article(obj), obj=obj, bg=scene.background)
+    return template.format(a=article(obj), obj=obj, bg=scene.background)
 
 
 def captions(n: int, seed: int) -> list[str]:
@@ -186,54 +274,26 @@ def captions(n: int, seed: int) -> list[str]:
 
 def vocabulary() -> list[str]:
     """Every word any caption can contain, sorted."""
-    words = set(SHAPES) | set(COLORS) | set(BACKGROUNDS) | set(SUPERCLASS_NOUNS) | {"a", "an"}
+    words = set(SHAPES) | set(COLORS) | set(BACKGROUNDS) | set(PATTERNS) | set(SUPERCLASS_NOUNS)
+    words |= {"a", "an"}
     for template in COMPLETE_TEMPLATES + PARTIAL_TEMPLATES:
         words |= {w for w in template.split() if not w.startswith("{")}
     return sorted(words)
 
 
-def _pattern_fill(concept: HeldoutConcept, cx: float, cy: float, r: float) -> Image.Image:
-    """A full-canvas (supersampled) image painted with the concept's pattern around the object."""
-    s = _SUPERSAMPLE
-    big = SIZE * s
-    first, second = (PALETTE[c] for c in concept.colors)
-    fill = Image.new("RGB", (big, big), first)
-    draw = ImageDraw.Draw(fill)
-    cx, cy, r = cx * s, cy * s, r * s
-    if concept.pattern == "stripes":  # diagonal stripes, about 4 per object
-        period = r / 2.0
-        for k in range(-40, 40):
-            x0 = cx + k * period
-            draw.polygon(
-                [(x0, cy - 2 * r), (x0 + period / 2, cy - 2 * r),
-                 (x0 + period / 2 + 4 * r, cy + 2 * r), (x0 + 4 * r, cy + 2 * r)],
-                fill=second,
-            )  # fmt: skip
-    elif concept.pattern == "checker":  # 4x4 checkerboard over the object's box
-        cell = 2 * 0.85 * r / 4
-        x0, y0 = cx - 0.85 * r, cy - 0.85 * r
-        for i in range(4):
-            for j in range(4):
-                if (i + j) % 2:
-                    box = [x0 + i * cell, y0 + j * cell, x0 + (i + 1) * cell, y0 + (j + 1) * cell]
-                    draw.rectangle(box, fill=second)
-    elif concept.pattern == "dots":  # polka dots on a hexagonal grid
-        step, dot = r / 2.2, r / 7.0
-        for j in range(-6, 7):
-            for i in range(-6, 7):
-                x = cx + (i + 0.5 * (j % 2)) * step
-                y = cy + j * step * 0.87
-                draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=second)
-    elif concept.pattern == "split":  # two-tone: right half in the second colour
-        draw.rectangle([cx, 0, big, big], fill=second)
-    else:
-        raise ValueError(f"unknown pattern: {concept.pattern}")
-    return fill
+def subject_backgrounds(name: str) -> list[str]:
+    """The backgrounds a subject can be photographed on (none shares one of its colours)."""
+    return [b for b in BACKGROUNDS if b not in SUBJECTS[name].look.colors]
 
 
-def render_concept(name: str, background: str, rng: random.Random) -> Image.Image:
-    """One "photo" of a held-out concept on a plain background, at a random place and size."""
-    concept = HELDOUT_CONCEPTS[name]
-    cx, cy, radius = _sample_placement(rng)
-    fill = _pattern_fill(concept, cx, cy, radius)
-    return _compose(concept.shape, background, cx, cy, radius, fill)
+def subject_scene(name: str, background: str, rng: random.Random) -> Scene:
+    """One "photo" of a held-out subject on a plain background, at a random place and size."""
+    look = SUBJECTS[name].look
+    if background in look.colors:
+        raise ValueError(f"{name} is invisible on a {background} background")
+    return Scene(look, background, *sample_placement(rng))
+
+
+def render_subject(name: str, background: str, rng: random.Random) -> Image.Image:
+    """The image of `subject_scene(name, background, rng)`."""
+    return render(subject_scene(name, background, rng))

@@ -1,4 +1,4 @@
-"""The quality harness runs end to end on a tiny random pipeline (2 steps per method).
+"""The quality harness runs end to end on a tiny random pipeline (2 steps per recipe).
 
 No timing asserts: this proves the machinery (fits, generation, scoring, tables) works.
 """
@@ -10,8 +10,7 @@ import math
 
 import pytest
 
-from bench.methods import LABELS, METHODS
-from bench.quality import Settings, full_recipes, run_quality
+from bench.quality import ENTRY_LABELS, Settings, full_recipes, run_quality
 from tests.unit.perfusion.conftest import make_tiny_pipeline
 
 
@@ -22,14 +21,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(folder)
 
 
-def test_quality_harness_runs_all_four_methods(tiny_model: str) -> None:
+def test_quality_harness_runs_every_recipe(tiny_model: str) -> None:
     recipes = {
         k: dataclasses.replace(r, steps=2, batch_size=1, class_images=1)
         for k, r in full_recipes().items()
     }
     settings = Settings(
         model=tiny_model,
-        concepts=["candy"],
+        subjects=["candy"],
         recipes=recipes,
         n_photos=2,
         test_backgrounds=1,
@@ -43,7 +42,14 @@ def test_quality_harness_runs_all_four_methods(tiny_model: str) -> None:
     report = run_quality(settings, isolate=False)
 
     methods = [r.method for r in report.rows if r.method]
-    assert methods == list(METHODS)
+    assert methods == list(full_recipes())
+    assert [r.label for r in report.rows if r.method is None] == [
+        "Reference: new photos, unseen backgrounds",
+        "Reference: VAE round trip of those photos (ceiling)",
+        "Reference: best words-only prompt (base model)",
+        "Reference: base model, superclass prompt",
+    ]
+    assert report.row("Reference: new photos").hit_rate == 1.0  # the reader reads renders
     for row in report.rows:
         if row.method is None:
             continue
@@ -52,13 +58,14 @@ def test_quality_harness_runs_all_four_methods(tiny_model: str) -> None:
             row.fit_s,
         ]  # fmt: skip
         assert all(math.isfinite(x) for x in numbers), row
-        assert 0.0 <= row.concept_fidelity <= 1.0 and 0.0 <= row.prompt_fidelity <= 1.0
+        assert 0.0 <= row.hit_rate <= 1.0 and 0.0 <= row.prompt_fidelity <= 1.0
         assert min(row.drift_superclass, row.drift_other) >= 0.0 and row.artefact_bytes > 0
     text = report.render()
-    for method in METHODS:
-        assert LABELS[method] in text
+    for method in full_recipes():
+        assert ENTRY_LABELS[method] in text
+    assert "against its promises" in text
     assert [s["strength"] for s in report.sweep] == [0.0, 0.5, 1.0]
-    assert all(math.isfinite(s["concept_fidelity"]) for s in report.sweep)
+    assert all(math.isfinite(s["hit_rate"]) for s in report.sweep)
     # Textual Inversion only adds a token: prompts without it are exactly unchanged.
     ti = report.row("textual_inversion")
     assert ti.drift_superclass == 0.0 and ti.drift_other == 0.0

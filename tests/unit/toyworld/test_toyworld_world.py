@@ -1,8 +1,11 @@
-"""The procedural world: deterministic, and its captions say what its images show."""
+"""The procedural world: deterministic, its captions say what its images show, and its
+held-out subjects are drawable (every attribute occurs in training) but never drawn as such."""
 
 import random
+from collections import Counter
 
 import numpy as np
+import pytest
 
 from workers.toyworld import world
 
@@ -18,21 +21,41 @@ def test_sampling_and_rendering_are_deterministic() -> None:
     assert world.captions(50, seed=3) != world.captions(50, seed=4)
 
 
-def test_complete_captions_name_what_is_rendered() -> None:
+def test_complete_captions_name_what_is_rendered_but_never_the_second_colour() -> None:
     rng = random.Random(0)
-    for _ in range(200):
+    for _ in range(300):
         scene = world.sample_scene(rng)
+        look = scene.look
         words = world.caption(scene, rng, complete=True).split()
-        assert scene.shape in words and scene.color in words and scene.background in words
-        assert words.index(scene.color) + 1 == words.index(scene.shape)
+        assert words[words.index(look.shape) - 2 : words.index(look.shape) + 1] == [
+            look.pattern,
+            look.color,
+            look.shape,
+        ]
         assert words[words.index("background") - 1] == scene.background
-        assert scene.color != scene.background
+        assert scene.background not in look.colors
+        if look.second is not None:
+            assert look.second not in words
         pixels = np.asarray(world.render(scene))
         assert pixels.shape == (world.SIZE, world.SIZE, 3)
         assert tuple(pixels[0, 0]) == world.PALETTE[scene.background]
-        if scene.shape != "ring":  # a ring's centre is background
-            centre = pixels[round(scene.cy), round(scene.cx)]
-            assert tuple(centre) == world.PALETTE[scene.color]
+        inside = np.asarray(world.object_mask(scene)) == 255
+        colours = Counter(tuple(p) for p in pixels[inside])
+        own = {world.PALETTE[c] for c in look.colors}
+        assert own <= set(colours)  # the rest are anti-aliased pattern edges
+        assert sum(colours[c] for c in own) > 0.75 * inside.sum()
+        main, second = world.PALETTE[look.color], world.PALETTE.get(look.second or "")
+        if look.pattern in ("striped", "dotted"):  # the main colour covers most of the object
+            assert colours[main] > colours[second]
+
+
+def test_training_captions_name_the_pattern_only_sometimes() -> None:
+    rng = random.Random(1)
+    named = 0
+    for _ in range(1000):
+        scene = world.sample_scene(rng)
+        named += scene.look.pattern in world.caption(scene, rng).split()
+    assert 0.4 < named / 1000 < 0.6
 
 
 def test_captions_cover_the_vocabulary_and_use_superclass_nouns() -> None:
@@ -40,19 +63,46 @@ def test_captions_cover_the_vocabulary_and_use_superclass_nouns() -> None:
     used = {w for t in texts for w in t.split()}
     assert used == set(world.vocabulary())
     assert set(world.SUPERCLASS_NOUNS) <= used
-    assert len(world.SHAPES) >= 5 and len(world.COLORS) >= 5 and len(world.BACKGROUNDS) >= 5
+    assert set(world.PATTERNS) <= used
 
 
-def test_heldout_concepts_render_and_are_outside_the_vocabulary() -> None:
+def test_subjects_never_occur_in_training_scenes_yet_each_attribute_does() -> None:
+    rng = random.Random(2)
+    scenes = [world.sample_scene(rng) for _ in range(20000)]
+    looks = {s.look for s in scenes}
+    for name, subject in world.SUBJECTS.items():
+        look = subject.look
+        assert look not in looks, name
+        assert look.pattern != "plain" and look.second is not None
+        # Everything about it is drawable: its shape in its pattern, with either colour in
+        # either role, occurs in training.
+        assert any(o.shape == look.shape and o.pattern == look.pattern for o in looks)
+        assert any(o.color == look.color and o.pattern == look.pattern for o in looks)
+        assert any(o.second == look.second and o.pattern == look.pattern for o in looks)
+    assert set(world.HARNESS_SUBJECTS).isdisjoint(world.FINAL_SUBJECTS)
+    assert len(world.SUBJECTS) >= 6 and len(world.HARNESS_SUBJECTS) == 4
+
+
+def test_subject_photos_render_outside_the_vocabulary() -> None:
     vocab = set(world.vocabulary())
-    for name, concept in world.HELDOUT_CONCEPTS.items():
-        assert name not in vocab
-        assert concept.superclass in vocab
-        photos = [world.render_concept(name, "gray", random.Random(i)) for i in range(4)]
-        again = world.render_concept(name, "gray", random.Random(0))
+    for name, subject in world.SUBJECTS.items():
+        assert name not in vocab and subject.superclass in vocab
+        backgrounds = world.subject_backgrounds(name)
+        assert backgrounds and not set(backgrounds) & subject.look.colors
+        photos = [world.render_subject(name, backgrounds[0], random.Random(i)) for i in range(4)]
+        again = world.render_subject(name, backgrounds[0], random.Random(0))
         assert again.tobytes() == photos[0].tobytes()
         assert len({p.tobytes() for p in photos}) == 4
-        pixels = np.asarray(photos[0]).reshape(-1, 3)
-        colours = {tuple(p) for p in pixels}
-        for colour in concept.colors:
-            assert world.PALETTE[colour] in colours
+        colours = {tuple(p) for p in np.asarray(photos[0]).reshape(-1, 3)}
+        assert {world.PALETTE[c] for c in subject.look.colors} <= colours
+    with pytest.raises(ValueError, match="invisible"):
+        world.render_subject("candy", "green", random.Random(0))
+
+
+def test_a_look_is_checked() -> None:
+    with pytest.raises(ValueError):
+        world.Look("circle", "red", "striped", None)
+    with pytest.raises(ValueError):
+        world.Look("circle", "red", "striped", "red")
+    with pytest.raises(ValueError):
+        world.Look("circle", "red", "plain", "blue")
