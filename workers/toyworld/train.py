@@ -218,7 +218,7 @@ def _remap_token_rows(
 ) -> dict[str, torch.Tensor]:
     """An earlier text encoder's weights for a (possibly larger) new vocabulary: each token's
     embedding row is copied by token string; tokens new to the world keep their fresh init."""
-    key = "text_model.embeddings.token_embedding.weight"
+    key = next(k for k in state if k.endswith("embeddings.token_embedding.weight"))
     rows = encoder.state_dict()[key].clone()
     copied = 0
     for token, new_id in tokenizer.get_vocab().items():

@@ -37,7 +37,9 @@ def test_model_has_the_stable_diffusion_layout(pipe: StableDiffusionPipeline) ->
 # "all three" (35 of 40; background and colour 1.0, shape 0.875), just under the 0.90 bar. The
 # bar stays; strict=True turns this into a failure the day a longer-trained model passes, so the
 # mark must go then.
-@pytest.mark.xfail(strict=True, reason="the bundled model predates toy world 2 (patterns): see its model card")
+@pytest.mark.xfail(
+    strict=True, reason="the bundled model predates toy world 2 (patterns): see its model card"
+)
 def test_model_knows_its_world(pipe: StableDiffusionPipeline) -> None:
     start = time.monotonic()
     result = knowledge_accuracy(pipe, n=40, seed=1, steps=STEPS, guidance=GUIDANCE)

@@ -57,3 +57,20 @@ def test_stage_two_can_continue_from_a_saved_model(tmp_path: Path) -> None:
     unet_b = UNet2DConditionModel.from_pretrained(second / "unet")
     for (name, a), b in zip(unet_a.state_dict().items(), unet_b.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_continuing_into_a_larger_vocabulary_keeps_each_words_embedding(tmp_path: Path) -> None:
+    """Toy world 2 adds words: --init-from copies every known token's row by its string."""
+    from workers.toyworld import models
+    from workers.toyworld.tokenizer import write_tokenizer
+
+    old_tok = write_tokenizer(tmp_path / "old", ["a", "red", "circle"], 77)
+    new_tok = write_tokenizer(tmp_path / "new", ["a", "red", "striped", "circle"], 77)
+    old, new = models.text_encoder(old_tok, 1), models.text_encoder(new_tok, 1)
+    new.load_state_dict(
+        train._remap_token_rows(old.state_dict(), old_tok.get_vocab(), new_tok, new)
+    )
+    old_rows, new_rows = old.get_input_embeddings().weight, new.get_input_embeddings().weight
+    old_ids, new_ids = old_tok.get_vocab(), new_tok.get_vocab()
+    for word in ("red</w>", "circle</w>", "a</w>"):
+        assert torch.equal(new_rows[new_ids[word]], old_rows[old_ids[word]])
