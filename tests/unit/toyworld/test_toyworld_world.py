@@ -106,3 +106,17 @@ def test_a_look_is_checked() -> None:
         world.Look("circle", "red", "striped", "red")
     with pytest.raises(ValueError):
         world.Look("circle", "red", "plain", "blue")
+
+
+def test_the_committed_sample_photos_are_the_subjects(tmp_path) -> None:
+    """examples/ is what `python -m workers.toyworld.examples` writes, byte for byte."""
+    from workers.toyworld.examples import EXAMPLES_DIR, SAMPLE_SUBJECTS, write_examples
+
+    write_examples(tmp_path)
+    for name in SAMPLE_SUBJECTS:
+        fresh = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert fresh == sorted(p.name for p in (EXAMPLES_DIR / name).iterdir())
+        for file in fresh:
+            assert (tmp_path / name / file).read_bytes() == (
+                EXAMPLES_DIR / name / file
+            ).read_bytes()
