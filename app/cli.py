@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from workers.celery_app import QUEUES, celery_app
+    from app.jobs.broker import QUEUES, celery_app
 
     settings = get_settings()
     if settings.embedded:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     fit_preview_every: int = 50
     """Steps between preview images published while fitting (0 = never)."""
     sample_steps: int = 25
-    """Denoising steps of the sample images stored after a fit."""
+    """Denoising steps of the sample images stored after a fit (set in its job parameters)."""
     covariance_captions: Path | None = None
     """Captions (one a line) for the base model's text covariance; default: the model folder's
     own `captions.txt` if it has one, else the bundled corpus of 12,000 captions."""

@@ -26,9 +26,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     if settings.embedded:
         # One command, no services: bring the SQLite schema up to date and run a worker here.
+        from app.jobs.embedded import start_embedded_worker
+        from app.jobs.sweeper import sweep
         from app.migrate import upgrade
-        from workers.embedded import start_embedded_worker
-        from workers.sweeper import sweep
 
         upgrade()
         sweep(orphaned_running=True)  # jobs this process ran before it stopped, or queued

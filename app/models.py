@@ -8,9 +8,9 @@ from app.concepts.models import (
     ShareLink,
     Visibility,
 )
-from app.db import Base
 from app.generations.models import GeneratedImage, Generation
 from app.jobs.models import Job, JobKind, JobState
+from app.orm import Base
 from app.storage.models import Blob
 from app.users.models import ApiToken, User
 

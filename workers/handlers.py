@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.generations.models import image_url
 from app.jobs.events import ImageEvent, PreviewEvent, StepEvent
+from app.jobs.params import FitParams, GenerateParams, PingParams
+from app.jobs.runner import JobCanceled, JobContext, JobFailed, JobOutcome
 from workers import results
 from workers.images import open_image, png_bytes, preview_data_url
 from workers.model_cache import get_model_cache
-from workers.runner import JobCanceled, JobContext, JobFailed, JobOutcome
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ OOM_MESSAGE = (
 
 def ping(ctx: JobContext) -> JobOutcome:
     """A round trip through broker and worker, proving both are alive."""
+    ctx.parse(PingParams)
     return JobOutcome(result={"pong": True, "worker": ctx.worker_id, "at": time.time()})
 
 
@@ -59,20 +62,18 @@ def fit(ctx: JobContext) -> JobOutcome:
 
     if ctx.concept_id is None:
         raise JobFailed("This fit job names no concept.")
+    params = ctx.parse(FitParams)
     settings = get_settings()
-    params = ctx.params
     try:
         inputs = results.load_fit_inputs(ctx.concept_id, ctx.checkpoint_blob_id)
     except LookupError as exc:
         raise JobFailed(str(exc)) from exc
     if not inputs.photos:
         raise JobFailed("This concept has no photos to learn from.")
-    token = str(params.get("token") or inputs.token)
-    superclass = str(params.get("superclass") or inputs.superclass)
-    seed = int(params.get("seed", 0))
+    token, seed, policy = params.token, params.seed, params.samples
     on_cuda = get_model_cache().device.startswith("cuda")
     config = perfusion.FitConfig(
-        steps=int(params.get("steps") or settings.default_fit_steps),
+        steps=params.steps,
         batch_size=settings.fit_batch_size or (16 if on_cuda else 4),
         grad_accum=settings.fit_grad_accum,
         seed=seed,
@@ -106,7 +107,7 @@ def fit(ctx: JobContext) -> JobOutcome:
                     model.pipe,
                     [open_image(data) for data in inputs.photos],
                     token,
-                    superclass,
+                    params.superclass,
                     config,
                     covariance,
                     on_progress=on_progress,
@@ -117,18 +118,16 @@ def fit(ctx: JobContext) -> JobOutcome:
             except perfusion.FitCanceled:
                 ctx.raise_stop()
             concept_file = perfusion.concept_to_bytes(concept)
-            prompt = f"a photo of a {token}"
+            prompt = policy.prompt.replace("{token}", token)
             sample_params = {
-                "steps": settings.sample_steps,
-                "guidance": 7.5,
-                "strength": 1.0,
+                "steps": policy.steps,
+                "guidance": policy.guidance,
+                "strength": policy.strength,
                 "seed": seed,
                 "concept_ids": [str(ctx.concept_id)],
                 "base_model": settings.base_model,
             }
-            samples = _render(
-                ctx, model.pipe, prompt, [concept], sample_params, int(params.get("samples", 2))
-            )
+            samples = _render(ctx, model.pipe, prompt, [concept], sample_params, policy.count)
     generation_id = uuid.uuid4()
     return JobOutcome(
         result={
@@ -151,10 +150,10 @@ def generate(ctx: JobContext) -> JobOutcome:
 
     if ctx.generation_id is None:
         raise JobFailed("This generation job names no generation.")
+    params = ctx.parse(GenerateParams)
     settings = get_settings()
-    params = ctx.params
     try:
-        files = results.load_concept_files(list(params.get("concept_ids") or []))
+        files = results.load_concept_files(params.concept_ids)
     except LookupError as exc:
         raise JobFailed(str(exc)) from exc
     cache = get_model_cache()
@@ -173,11 +172,11 @@ def generate(ctx: JobContext) -> JobOutcome:
                 ) from exc
             concepts.append(concept)
         image_params = {
-            "negative_prompt": str(params.get("negative_prompt") or ""),
-            "steps": int(params.get("steps", 25)),
-            "guidance": float(params.get("guidance", 7.5)),
-            "strength": float(params.get("strength", 1.0)),
-            "seed": int(params.get("seed", 0)),
+            "negative_prompt": params.negative_prompt,
+            "steps": params.steps,
+            "guidance": params.guidance,
+            "strength": params.strength,
+            "seed": params.seed,
             "tokens": [file.token for file in files],
             "concept_ids": [str(file.id) for file in files],
             "base_model": settings.base_model,
@@ -186,10 +185,10 @@ def generate(ctx: JobContext) -> JobOutcome:
             images = _render(
                 ctx,
                 model.pipe,
-                str(params.get("prompt", "")),
+                params.prompt,
                 concepts,
                 image_params,
-                int(params.get("n", 1)),
+                params.n,
                 publish_images=True,
             )
     generation_id = ctx.generation_id
@@ -257,9 +256,5 @@ def _render(
         png = png_bytes(image, {"prompt": prompt, **params, "seed": seed, "index": index})
         rendered.append(results.ResultImage(image_id, index, seed, image.width, image.height, png))
         if publish_images:
-            ctx.publish(
-                ImageEvent(
-                    index=index, image_id=str(image_id), url=results.IMAGE_URL.format(id=image_id)
-                )
-            )
+            ctx.publish(ImageEvent(index=index, image_id=str(image_id), url=image_url(image_id)))
     return rendered

@@ -18,8 +18,6 @@ from app.storage import DatabaseBlobStore
 from app.storage.models import Blob
 
 CONCEPT_CONTENT_TYPE = "application/x-perfusion-concept"
-IMAGE_URL = "/api/images/{id}"
-"""Where the web app serves a stored GeneratedImage (used in ImageEvent.url)."""
 
 
 @dataclass
@@ -61,12 +59,12 @@ class ConceptFile:
     data: bytes
 
 
-def load_concept_files(concept_ids: list[str]) -> list[ConceptFile]:
+def load_concept_files(concept_ids: list[uuid.UUID]) -> list[ConceptFile]:
     """The concept files of the ready concepts named; LookupError says which one is missing."""
     files = []
     with session_scope() as session:
-        for raw in concept_ids:
-            concept = session.get(Concept, uuid.UUID(str(raw)))
+        for concept_id in concept_ids:
+            concept = session.get(Concept, concept_id)
             if concept is None:
                 raise LookupError("A concept in this prompt no longer exists.")
             if concept.status != ConceptStatus.ready or concept.file_blob_id is None:
@@ -129,14 +127,14 @@ def store_fit(
     samples: list[ResultImage],
     sample_generation_id: uuid.UUID,
 ) -> Callable[[Session], None]:
-    """The JobOutcome.store of a fit: concept file, `ready`, and the sample generation."""
+    """The JobOutcome.store of a fit: its concept file and sample generation (the concept
+    becomes `ready` as the job succeeds, in `app.concepts.status`)."""
 
     def store(session: Session) -> None:
         concept = session.get(Concept, concept_id)
         if concept is None:
             raise LookupError("The concept of this fit no longer exists.")
         concept.file_blob_id = DatabaseBlobStore(session).put(concept_file, CONCEPT_CONTENT_TYPE)
-        concept.status = ConceptStatus.ready
         if samples:
             session.add(
                 Generation(

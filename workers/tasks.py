@@ -1,4 +1,7 @@
-"""Celery tasks: thin wrappers that hand a job id to the runner with its handler."""
+"""Celery tasks: thin wrappers that hand a job id to the runner with its handler.
+
+Task names come from `app.jobs.broker.TASK_FOR_KIND`, the names the web side sends by.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,24 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.jobs.broker import TASK_FOR_KIND, celery_app
+from app.jobs.models import JobKind
+from app.jobs.runner import run_job
+from app.jobs.sweeper import start_sweeper, stop_sweeper
 from workers import handlers
-from workers.celery_app import celery_app
-from workers.runner import run_job
-from workers.sweeper import start_sweeper, stop_sweeper
 
 
-@celery_app.task(name="studio.ping")
+@celery_app.task(name=TASK_FOR_KIND[JobKind.ping][0])
 def ping(job_id: str) -> None:
     run_job(job_id, handlers.ping)
 
 
-@celery_app.task(name="studio.fit")
+@celery_app.task(name=TASK_FOR_KIND[JobKind.fit][0])
 def fit(job_id: str) -> None:
     run_job(job_id, handlers.fit)
 
 
-@celery_app.task(name="studio.generate")
+@celery_app.task(name=TASK_FOR_KIND[JobKind.generate][0])
 def generate(job_id: str) -> None:
     run_job(job_id, handlers.generate)
 

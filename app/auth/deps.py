@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.auth.sessions import SESSION_COOKIE, read_session_value
 from app.config import get_settings
-from app.db import session_scope, utcnow
+from app.db import session_scope
 from app.deps import SessionDep
+from app.orm import utcnow
 from app.security.tokens import hash_token
 from app.users.models import ApiToken, User
 

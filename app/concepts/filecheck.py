@@ -225,16 +225,6 @@ def inspect_concept_file(
     )
 
 
-def recorded_fingerprint(data: bytes) -> str:
-    """The base fingerprint written into a concept file's metadata ("" if unreadable)."""
-    try:
-        header, _ = _parse_header(data)
-    except ConceptFileRejected:
-        return ""
-    meta = header.get("__metadata__")
-    return str(meta.get("base_fingerprint", "")) if isinstance(meta, dict) else ""
-
-
 def training_settings(info: ConceptFileInfo) -> dict[str, Any]:
     """The fit settings recorded in the file, or {} when absent or unreadable."""
     try:
@@ -244,9 +234,9 @@ def training_settings(info: ConceptFileInfo) -> dict[str, Any]:
     return training if isinstance(training, dict) else {}
 
 
-def reference_schema(session: Session, base_model: str) -> ConceptSchema | None:
-    """The schema of the newest concept *fitted here* on this base model (imports don't count,
-    so a forged first import cannot become the yardstick); None before the first fit."""
+def reference_file(session: Session, base_model: str) -> ConceptFileInfo | None:
+    """The newest concept file *fitted here* on this base model (imports don't count, so a
+    forged first import cannot become the yardstick); None before the first fit."""
     fitted = select(Job.concept_id).where(Job.kind == JobKind.fit, Job.state == JobState.succeeded)
     blob_id = session.scalar(
         select(Concept.file_blob_id)
@@ -262,8 +252,6 @@ def reference_schema(session: Session, base_model: str) -> ConceptSchema | None:
     if blob is None:
         return None
     try:
-        return inspect_concept_file(
-            blob.data, settings=Settings(concept_file_max_bytes=1 << 30)
-        ).schema
+        return inspect_concept_file(blob.data, settings=Settings(concept_file_max_bytes=1 << 30))
     except ConceptFileRejected:
         return None

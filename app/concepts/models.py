@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, Enum, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, IdMixin, TimestampMixin, utcnow
+from app.orm import Base, IdMixin, TimestampMixin, utcnow
 
 
 class Visibility(enum.StrEnum):

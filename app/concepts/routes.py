@@ -1,4 +1,5 @@
-"""Concept API: thin routes over app.concepts.service; authorization via app.concepts.access."""
+"""Concept API: thin routes over app.concepts (service, views, sharing, rules);
+authorization via app.concepts.access."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
 from app.auth.deps import CurrentUser
-from app.concepts import service
+from app.concepts import rules, service, sharing, views
 from app.concepts.access import Need, ViewerDep, get_concept
-from app.concepts.filecheck import ConceptFileRejected, inspect_concept_file, reference_schema
 from app.concepts.models import Visibility
 from app.concepts.schemas import (
     ConceptOut,
@@ -26,8 +26,10 @@ from app.concepts.service import ConceptError, Upload
 from app.deps import SessionDep, SettingsDep
 from app.generations.service import resolve_tokens, resolved
 from app.jobs.models import JobKind
+from app.jobs.params import FIT_STEPS_MAX, FIT_STEPS_MIN, SEED_MAX, SEED_MIN
+from app.jobs.queue import job_ref
 from app.security.ratelimit import enforce_job_quota
-from app.uploads.streaming import read_upload_files
+from app.uploads.streaming import read_upload, read_upload_files
 
 router = APIRouter(prefix="/api/concepts", tags=["concepts"])
 
@@ -40,16 +42,6 @@ def _refuse(exc: ConceptError) -> HTTPException:
     return HTTPException(exc.status, exc.message)
 
 
-def _read(upload: UploadFile, limit: int) -> bytes:
-    data = upload.file.read(limit + 1)
-    if len(data) > limit:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            f"{upload.filename or 'file'}: larger than {limit // (1024 * 1024)} MB.",
-        )
-    return data
-
-
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def create_concept(
     user: CurrentUser,
@@ -59,13 +51,13 @@ def create_concept(
     token: Annotated[str, Form(max_length=40, description="Trigger token, e.g. `<rex>`.")],
     superclass: Annotated[str, Form(max_length=40, description="What it is: dog, person, toy…")],
     images: Annotated[list[UploadFile], File(description="3–10 photos of the subject.")],
-    steps: Annotated[int | None, Form(ge=1, le=service.MAX_FIT_STEPS)] = None,
-    seed: Annotated[int | None, Form(ge=0, le=2**32 - 1)] = None,
+    steps: Annotated[int | None, Form(ge=FIT_STEPS_MIN, le=FIT_STEPS_MAX)] = None,
+    seed: Annotated[int | None, Form(ge=SEED_MIN, le=SEED_MAX)] = None,
 ) -> CreatedOut:
     """Upload photos and start teaching the model the subject (a fit job)."""
     enforce_job_quota(session, user, JobKind.fit, settings)
-    if len(images) > service.MAX_PHOTOS:
-        raise HTTPException(422, f"Upload at most {service.MAX_PHOTOS} photos.")
+    if len(images) > rules.MAX_PHOTOS:
+        raise HTTPException(422, f"Upload at most {rules.MAX_PHOTOS} photos.")
     uploads = [Upload(name, data) for name, data in read_upload_files(images, settings)]
     try:
         concept, job = service.create_concept(
@@ -74,7 +66,7 @@ def create_concept(
         )  # fmt: skip
     except ConceptError as exc:
         raise _refuse(exc) from None
-    return CreatedOut(id=concept.id, job=service.job_ref(session, job))
+    return CreatedOut(id=concept.id, job=job_ref(session, job))
 
 
 @router.get("")
@@ -83,7 +75,7 @@ def my_concepts(
     q: Search = "", page: Page = 1, per_page: PerPage = 12,
 ) -> ConceptPage:  # fmt: skip
     """Your concepts, newest first; `q` searches name and superclass."""
-    return service.list_concepts(session, viewer, mine=True, q=q, page=page, per_page=per_page)
+    return views.list_concepts(session, viewer, mine=True, q=q, page=page, per_page=per_page)
 
 
 @router.get("/public")
@@ -91,7 +83,7 @@ def public_concepts(
     viewer: ViewerDep, session: SessionDep, q: Search = "", page: Page = 1, per_page: PerPage = 12
 ) -> ConceptPage:
     """Everyone's public concepts, newest first; `q` searches name and superclass."""
-    return service.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=per_page)
+    return views.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=per_page)
 
 
 @router.get("/check-token")
@@ -100,13 +92,13 @@ def check_token(
     name: Annotated[str, Query(max_length=100)] = "",
 ) -> TokenCheck:  # fmt: skip
     """Is this trigger token well-formed and free? With only `name`, suggests one."""
-    return service.check_token(session, token or service.suggest_token(name))
+    return rules.check_token(session, token or rules.suggest_token(name))
 
 
 @router.get("/superclasses")
 def superclasses(settings: SettingsDep) -> list[str]:
     """Superclass suggestions (the toy world's nouns first when it is the base model)."""
-    return service.superclass_suggestions(settings)
+    return rules.superclass_suggestions(settings)
 
 
 @router.get("/resolve")
@@ -129,22 +121,18 @@ def import_concept(
     visibility: Annotated[Visibility, Form()] = Visibility.private,
 ) -> ConceptOut:
     """Add a concept from a downloaded file (checked against this studio's base model)."""
-    data = _read(file, settings.concept_file_max_bytes)
+    data = read_upload(file, settings.concept_file_max_bytes)
     try:
-        info = inspect_concept_file(data, reference_schema(session, settings.base_model), settings)
-    except ConceptFileRejected as exc:
-        raise HTTPException(exc.status_code, str(exc)) from None
-    try:
-        concept = service.import_concept(session, settings, user, data, info, name, visibility)
+        concept = service.import_concept(session, settings, user, data, name, visibility)
     except ConceptError as exc:
         raise _refuse(exc) from None
-    return service.concept_out(session, viewer, concept)
+    return views.concept_out(session, viewer, concept)
 
 
 @router.get("/{concept_id}")
 def read_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> ConceptOut:
     """A concept you own, that is public, or whose share link you opened."""
-    return service.concept_out(session, viewer, get_concept(session, viewer, concept_id))
+    return views.concept_out(session, viewer, get_concept(session, viewer, concept_id))
 
 
 @router.patch("/{concept_id}")
@@ -155,7 +143,7 @@ def update_concept(
     concept = get_concept(session, viewer, concept_id, Need.manage)
     service.update_concept(concept, body.name, body.visibility)
     session.flush()
-    return service.concept_out(session, viewer, concept)
+    return views.concept_out(session, viewer, concept)
 
 
 @router.delete("/{concept_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -169,7 +157,7 @@ def delete_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
 def download_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
     """The concept file (.safetensors, ~50 KB) of a ready concept you may view."""
     concept = get_concept(session, viewer, concept_id)
-    data = service.concept_file(session, concept)
+    data = views.concept_file(session, concept)
     if data is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "This concept has no file yet.")
     filename = re.sub(r"[^a-z0-9_-]", "", concept.token) or "concept"
@@ -186,7 +174,7 @@ def concept_photo(
 ) -> Response:
     """A training photo (sanitized PNG). Owner only."""
     concept = get_concept(session, viewer, concept_id, Need.manage)
-    data = service.photo_bytes(session, concept, photo_id)
+    data = views.photo_bytes(session, concept, photo_id)
     if data is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Photo not found.")
     return Response(
@@ -200,11 +188,11 @@ def share_concept(
 ) -> ShareOut:
     """A new unguessable share link (revokes the previous one; private becomes unlisted)."""
     concept = get_concept(session, viewer, concept_id, Need.manage)
-    return ShareOut(url=service.create_share_link(session, settings, concept))
+    return ShareOut(url=sharing.create_share_link(session, settings, concept))
 
 
 @router.delete("/{concept_id}/share", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_share(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> Response:
     """Revoke the share link: whoever opened it loses access (unless the concept is public)."""
-    service.revoke_share_links(session, get_concept(session, viewer, concept_id, Need.manage))
+    sharing.revoke_share_links(session, get_concept(session, viewer, concept_id, Need.manage))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,13 +9,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.concepts.models import Visibility
-
-
-class JobRef(BaseModel):
-    id: uuid.UUID
-    state: str
-    queue_position: int | None = None
-    error: str | None = None
+from app.generations.models import GeneratedImage, image_url
+from app.jobs.schemas import JobRef
 
 
 class CreatedOut(BaseModel):
@@ -31,6 +26,16 @@ class ImageRef(BaseModel):
     seed: int
     width: int
     height: int
+
+    @classmethod
+    def of(cls, image: GeneratedImage) -> ImageRef:
+        return cls(
+            id=image.id,
+            url=image_url(image.id),
+            seed=image.seed,
+            width=image.width,
+            height=image.height,
+        )
 
 
 class PhotoRef(BaseModel):

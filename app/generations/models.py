@@ -8,7 +8,12 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, IdMixin, TimestampMixin
+from app.orm import Base, IdMixin, TimestampMixin
+
+
+def image_url(image_id: uuid.UUID) -> str:
+    """Where the API serves a generated image (its id is known before the row exists)."""
+    return f"/api/images/{image_id}"
 
 
 class Generation(IdMixin, TimestampMixin, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from typing import Annotated
 
@@ -21,6 +20,7 @@ from app.generations.schemas import (
     SweepIn,
 )
 from app.jobs.models import JobKind
+from app.jobs.params import random_seed
 from app.security.ratelimit import enforce_job_quota
 from app.storage import DatabaseBlobStore
 
@@ -50,7 +50,7 @@ def strength_sweep(
     """One seed, several strengths (default 5): one single-image generation per strength."""
     enforce_job_quota(session, user, JobKind.generate, count=len(body.strengths))
     page_concept = _page_concept(session, viewer, body)
-    seed = body.seed if body.seed is not None else secrets.randbelow(2**32)
+    seed = body.seed if body.seed is not None else random_seed()
     sweep = uuid.uuid4().hex[:12]
     items = [
         service.create_generation(

@@ -8,20 +8,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.concepts.schemas import ImageRef, JobRef, ResolvedToken
-from app.generations import limits
-
-MAX_SEED = limits.SEED_MAX
+from app.concepts.schemas import ImageRef, ResolvedToken
+from app.jobs.params import Guidance, ImageCount, NegativePrompt, Prompt, Seed, Steps, Strength
+from app.jobs.schemas import JobRef
 
 
 class GenerationIn(BaseModel):
-    prompt: limits.Prompt
-    negative_prompt: limits.NegativePrompt = ""
-    n: limits.ImageCount = Field(default=2, description="Number of images, 1–4.")
-    seed: limits.Seed | None = Field(default=None, description="Fixed seed; empty = random.")
-    steps: limits.Steps = 25
-    guidance: limits.Guidance = 7.5
-    strength: limits.Strength = Field(
+    prompt: Prompt
+    negative_prompt: NegativePrompt = ""
+    n: ImageCount = Field(default=2, description="Number of images, 1–4.")
+    seed: Seed | None = Field(default=None, description="Fixed seed; empty = random.")
+    steps: Steps = 25
+    guidance: Guidance = 7.5
+    strength: Strength = Field(
         default=0.6, description="0 = follow the prompt, 1 = follow the concept."
     )
     concept_id: uuid.UUID | None = Field(
@@ -31,9 +30,7 @@ class GenerationIn(BaseModel):
 
 class SweepIn(GenerationIn):
     n: int = Field(default=1, ge=1, le=1)
-    strengths: list[limits.Strength] = Field(
-        default=[0.2, 0.4, 0.6, 0.8, 1.0], min_length=2, max_length=5
-    )
+    strengths: list[Strength] = Field(default=[0.2, 0.4, 0.6, 0.8, 1.0], min_length=2, max_length=5)
 
 
 class GenerationOut(BaseModel):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 
 from sqlalchemy import select
@@ -11,15 +10,16 @@ from sqlalchemy.orm import Session
 
 from app.concepts.access import Need, Viewer, concept_filter
 from app.concepts.models import Concept, ConceptStatus
-from app.concepts.schemas import ResolvedToken
-from app.concepts.service import image_ref, job_ref
+from app.concepts.rules import TOKEN_PATTERN
+from app.concepts.schemas import ImageRef, ResolvedToken
 from app.generations.models import Generation
 from app.generations.schemas import GenerationCreated, GenerationIn, GenerationOut
-from app.jobs.models import Job, JobKind
-from app.jobs.service import create_job
+from app.jobs.models import Job
+from app.jobs.params import GenerateParams, random_seed
+from app.jobs.queue import create_job, job_ref
 from app.users.models import User
 
-PROMPT_TOKEN_RE = re.compile(r"<[a-z0-9][a-z0-9_-]{0,36}>")
+PROMPT_TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 
 def resolve_tokens(
@@ -56,38 +56,40 @@ def create_generation(
 ) -> GenerationCreated:
     """A Generation row and its queued generate job (seed chosen here when left random)."""
     concepts, unknown = resolve_tokens(session, viewer, body.prompt)
-    seed = body.seed if body.seed is not None else secrets.randbelow(2**32)
-    params: dict[str, object] = {
-        "prompt": body.prompt,
-        "negative_prompt": body.negative_prompt,
-        "n": body.n,
-        "seed": seed,
-        "steps": body.steps,
-        "guidance": body.guidance,
-        "strength": body.strength,
-        "concept_ids": [str(c.id) for c in concepts],
-    }
+    params = GenerateParams(
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        n=body.n,
+        seed=body.seed if body.seed is not None else random_seed(),
+        steps=body.steps,
+        guidance=body.guidance,
+        strength=body.strength,
+        concept_ids=[c.id for c in concepts],
+    )
     generation = Generation(
         owner_id=user.id,
         concept_id=page_concept.id if page_concept else None,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
-        params={**params, "tokens": [c.token for c in concepts], **(extra or {})},
+        params={
+            **params.model_dump(mode="json"),
+            "tokens": [c.token for c in concepts],
+            **(extra or {}),
+        },
     )
     session.add(generation)
     session.flush()
     job = create_job(
         session,
-        JobKind.generate,
+        params,
         owner_id=user.id,
         generation_id=generation.id,
         concept_id=page_concept.id if page_concept else None,
-        params=params,
     )
     return GenerationCreated(
         id=generation.id,
         job=job_ref(session, job),
-        seed=seed,
+        seed=params.seed,
         recognized=resolved(concepts),
         unknown=unknown,
     )
@@ -111,7 +113,7 @@ def generation_out(session: Session, generation: Generation) -> GenerationOut:
         negative_prompt=generation.negative_prompt,
         params=generation.params,
         created_at=generation.created_at,
-        images=[image_ref(i) for i in generation.images],
+        images=[ImageRef.of(i) for i in generation.images],
         job=job_ref(session, job) if job is not None else None,
     )
 

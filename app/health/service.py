@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.db import get_sessionmaker
-from app.jobs.models import Job, JobKind, JobState
-from app.jobs.service import create_job
+from app.jobs.models import Job, JobState
+from app.jobs.params import PingParams
+from app.jobs.queue import create_job
 
 
 def check_database(session: Session) -> dict[str, Any]:
@@ -37,13 +38,13 @@ def check_broker(settings: Settings) -> dict[str, Any]:
 
 def check_workers(settings: Settings) -> dict[str, Any]:
     if settings.embedded:
-        from workers.embedded import embedded_worker
+        from app.jobs.embedded import embedded_worker
 
         worker = embedded_worker()
         alive = worker is not None and worker.alive
         return {"ok": alive, "workers": 1 if alive else 0, "mode": "in-process"}
     try:
-        from workers.celery_app import celery_app
+        from app.jobs.broker import celery_app
 
         replies = celery_app.control.ping(timeout=1.0)
         names = sorted(name for reply in replies for name in reply)
@@ -57,7 +58,7 @@ def roundtrip(timeout_s: float = 10.0) -> dict[str, Any]:
     started = time.monotonic()
     maker = get_sessionmaker()
     with maker() as session:
-        job_id: uuid.UUID = create_job(session, JobKind.ping).id
+        job_id: uuid.UUID = create_job(session, PingParams()).id
         session.commit()
     while time.monotonic() - started < timeout_s:
         with maker() as session:

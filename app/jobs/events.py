@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel
 
 
 class StateEvent(BaseModel):
@@ -43,9 +43,3 @@ class QueueEvent(BaseModel):
     type: Literal["queue"] = "queue"
     position: int
     """1 = next to run."""
-
-
-ProgressEvent = Annotated[
-    StateEvent | StepEvent | PreviewEvent | ImageEvent | QueueEvent, Field(discriminator="type")
-]
-progress_event_adapter: TypeAdapter[ProgressEvent] = TypeAdapter(ProgressEvent)

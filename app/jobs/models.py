@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Enum, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, TimestampMixin, utcnow
+from app.orm import Base, IdMixin, TimestampMixin, utcnow
 
 
 class JobKind(enum.StrEnum):

@@ -15,8 +15,9 @@ from app.auth.deps import OptionalUser, websocket_user
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.deps import SessionDep
-from app.jobs import service
+from app.jobs import queue
 from app.jobs.events import QueueEvent, StateEvent
+from app.jobs.lifecycle import request_cancel
 from app.jobs.models import Job, JobState
 from app.jobs.progress import get_progress_bus
 from app.jobs.schemas import JobOut
@@ -33,7 +34,7 @@ FINAL_STATES = {state.value for state in JobState if state.finished}
 
 
 def _owned_job(session: Session, job_id: uuid.UUID, user: User | None) -> Job:
-    job = service.get_job(session, job_id)
+    job = queue.get_job(session, job_id)
     if job is None or user is None or job.owner_id != user.id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such job.")
     return job
@@ -42,14 +43,14 @@ def _owned_job(session: Session, job_id: uuid.UUID, user: User | None) -> Job:
 @router.get("/api/jobs/{job_id}")
 def get_job(job_id: uuid.UUID, session: SessionDep, user: OptionalUser) -> JobOut:
     job = _owned_job(session, job_id, user)
-    return JobOut.of(job, service.queue_position(session, job))
+    return JobOut.of(job, queue.queue_position(session, job))
 
 
 @router.post("/api/jobs/{job_id}/cancel")
 def cancel_job(job_id: uuid.UUID, session: SessionDep, user: OptionalUser) -> JobOut:
     """Queued: canceled at once. Running: the worker stops within one step."""
-    job = service.request_cancel(session, _owned_job(session, job_id, user))
-    return JobOut.of(job, service.queue_position(session, job))
+    job = request_cancel(session, _owned_job(session, job_id, user))
+    return JobOut.of(job, queue.queue_position(session, job))
 
 
 @dataclass
@@ -63,7 +64,7 @@ class _Status:
 def _status(job_id: uuid.UUID, websocket: WebSocket | None = None) -> _Status | None:
     """The job's status, or None if it does not exist (or, given a socket, is not theirs)."""
     with get_sessionmaker()() as session:
-        job = service.get_job(session, job_id)
+        job = queue.get_job(session, job_id)
         if job is None:
             return None
         if websocket is not None:
@@ -71,7 +72,7 @@ def _status(job_id: uuid.UUID, websocket: WebSocket | None = None) -> _Status | 
             session.commit()  # an API token's last_used_at
             if user is None or job.owner_id != user.id:
                 return None
-        return _Status(job.state, job.error, job.attempts, service.queue_position(session, job))
+        return _Status(job.state, job.error, job.attempts, queue.queue_position(session, job))
 
 
 async def _wait_for_disconnect(websocket: WebSocket, gone: asyncio.Event) -> None:

@@ -11,6 +11,15 @@ from pydantic import BaseModel
 from app.jobs.models import Job, JobKind, JobState
 
 
+class JobRef(BaseModel):
+    """A job as the resource it works for shows it (concepts, generations)."""
+
+    id: uuid.UUID
+    state: str
+    queue_position: int | None = None
+    error: str | None = None
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     kind: JobKind

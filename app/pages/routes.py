@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from app.auth.deps import OptionalUser
-from app.concepts import service
+from app.concepts import rules, sharing, views
 from app.concepts.access import (
     SHARES_COOKIE,
     ViewerDep,
@@ -54,11 +54,11 @@ def browse(
 ) -> HTMLResponse:
     """My concepts and public concepts as cards, searchable, paginated."""
     mine = (
-        service.list_concepts(session, viewer, mine=True, q=q, page=1, per_page=60)
+        views.list_concepts(session, viewer, mine=True, q=q, page=1, per_page=60)
         if viewer.user is not None
         else None
     )
-    public = service.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=12)
+    public = views.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=12)
     pages = max(1, -(-public.total // public.per_page))
     return render(
         request, "browse.html", viewer.user, mine=mine, public=public, q=q, page=page, pages=pages
@@ -90,9 +90,9 @@ def new_concept(
         request,
         "new_concept.html",
         user,
-        superclasses=service.superclass_suggestions(settings),
+        superclasses=rules.superclass_suggestions(settings),
         default_steps=settings.default_fit_steps,
-        toy_world=service.is_toy_world(settings),
+        toy_world=rules.is_toy_world(settings),
     )
 
 
@@ -104,7 +104,7 @@ def concept_page(
         concept = get_concept(session, viewer, concept_id)
     except HTTPException:
         return not_found_page(request, viewer.user, "This concept does not exist or is not shared.")
-    out = service.concept_out(session, viewer, concept)
+    out = views.concept_out(session, viewer, concept)
     return render(request, "concept.html", viewer.user, concept=out)
 
 
@@ -113,7 +113,7 @@ def open_share_link(
     request: Request, secret: str, viewer: ViewerDep, session: SessionDep
 ) -> HTMLResponse | RedirectResponse:
     """Opening a share link grants its holder the concept (until the owner revokes it)."""
-    link = service.find_share_link(session, secret)
+    link = sharing.find_share_link(session, secret)
     if link is None:
         return not_found_page(request, viewer.user, "This share link was revoked or never existed.")
     if viewer.user is not None:

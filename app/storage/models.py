@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, TimestampMixin
+from app.orm import Base, IdMixin, TimestampMixin
 
 
 class Blob(IdMixin, TimestampMixin, Base):

@@ -22,7 +22,6 @@ from app.config import Settings, get_settings
 # Decoders we trust with hostile bytes; others (EPS runs Ghostscript, TIFF/PSD/ICNS...) stay off.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # JPEG includes MPO (phone photos)
 MAX_PIXELS = Settings.model_fields["image_max_pixels"].default
-MIN_SIDE = Settings.model_fields["image_min_side"].default
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 

@@ -21,6 +21,11 @@ class SyncReadable(Protocol):
     file: BinaryIO
 
 
+def read_upload(upload: SyncReadable, max_bytes: int) -> bytes:
+    """One upload's bytes, read in chunks; 413 as soon as it is larger than `max_bytes`."""
+    return _read(upload, max_bytes)
+
+
 def read_upload_files(
     uploads: Sequence[SyncReadable], settings: Settings | None = None
 ) -> list[tuple[str, bytes]]:
@@ -32,18 +37,23 @@ def read_upload_files(
     files: list[tuple[str, bytes]] = []
     total = 0
     for upload in uploads:
-        name = upload.filename or "upload"
-        parts: list[bytes] = []
-        size = 0
-        while chunk := upload.file.read(CHUNK_BYTES):
-            size += len(chunk)
-            if size > settings.upload_max_file_bytes:
-                raise too_large(f"{name}: larger than {settings.upload_max_file_bytes:,} bytes")
-            if total + size > settings.upload_max_total_bytes:
-                raise too_large(
-                    f"the files together are larger than {settings.upload_max_total_bytes:,} bytes"
-                )
-            parts.append(chunk)
-        total += size
-        files.append((name, b"".join(parts)))
+        data = _read(upload, settings.upload_max_file_bytes, total, settings.upload_max_total_bytes)
+        total += len(data)
+        files.append((upload.filename or "upload", data))
     return files
+
+
+def _read(
+    upload: SyncReadable, max_bytes: int, read_before: int = 0, max_total: int | None = None
+) -> bytes:
+    """The upload's bytes within its own limit and, after `read_before`, the total one."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := upload.file.read(CHUNK_BYTES):
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(f"{upload.filename or 'upload'}: larger than {max_bytes:,} bytes")
+        if max_total is not None and read_before + size > max_total:
+            raise too_large(f"the files together are larger than {max_total:,} bytes")
+        parts.append(chunk)
+    return b"".join(parts)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, IdMixin, TimestampMixin
+from app.orm import Base, IdMixin, TimestampMixin
 
 
 class User(IdMixin, TimestampMixin, Base):

@@ -33,8 +33,13 @@ def test_create_concept_stores_photos_and_queues_the_fit_job(make_user, anon) ->
         job = session.get(Job, uuid.UUID(created["job"]["id"]))
         assert job is not None and job.kind == JobKind.fit and job.state == JobState.queued
         assert job.owner_id == concept.owner_id and job.concept_id == concept.id
+        sample_policy = {
+            "count": 2, "steps": 25, "guidance": 7.5, "strength": 1.0,
+            "prompt": "a photo of a {token}",
+        }  # fmt: skip
         assert job.params == {
-            "token": "<rex>", "superclass": "toy", "steps": 12, "seed": 7, "samples": 2,
+            "token": "<rex>", "superclass": "toy", "steps": 12, "seed": 7,
+            "samples": sample_policy,
         }  # fmt: skip
 
     body = user.get(f"/api/concepts/{created['id']}").json()

@@ -25,11 +25,15 @@ from sqlalchemy.exc import OperationalError
 from websockets.sync.client import connect
 
 from app.concepts.models import Concept, ConceptStatus
+from app.config import get_settings
 from app.db import session_scope
 from app.generations.models import GeneratedImage, Generation
-from app.jobs import service
+from app.jobs import queue
+from app.jobs.broker import TASK_FOR_KIND
 from app.jobs.events import StateEvent
+from app.jobs.lifecycle import request_cancel
 from app.jobs.models import Job, JobKind, JobState
+from app.jobs.params import IMAGES_MAX, STEPS_MAX, FitParams, GenerateParams, SamplePolicy
 from app.jobs.progress import _id_key, get_progress_bus
 from app.storage.models import Blob
 from app.users.models import User
@@ -38,7 +42,6 @@ from tests.support.factories import make_concept, make_generation, make_user, se
 from tests.support.services import fresh_postgres_database, fresh_redis
 from tests.support.stack import Process, Stack, production_env, running_stack, wait_for
 from tests.support.tiny_model import save_tiny_model
-from workers.celery_app import TASK_FOR_KIND
 from workers.results import CONCEPT_CONTENT_TYPE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -81,11 +84,11 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
 
         def send(job_id: uuid.UUID, kind: JobKind) -> None:
             # The test process's Celery app was configured for the embedded broker at import.
-            task, queue = TASK_FOR_KIND[kind.value]
-            broker.send_task(task, args=[str(job_id)], queue=queue)
+            task, queue_name = TASK_FOR_KIND[kind]
+            broker.send_task(task, args=[str(job_id)], queue=queue_name)
             get_progress_bus().publish(str(job_id), StateEvent(state="queued"))
 
-        mp.setattr(service, "send_job_message", send)
+        mp.setattr(queue, "send_job_message", send)
         with running_stack(env, tmp) as stack:
             stack.migrate()
             stack.start_web()
@@ -131,34 +134,28 @@ def _submit_fit(ctx: Ctx, steps: int) -> tuple[uuid.UUID, uuid.UUID]:
         user = session.get(User, ctx.user_id)
         assert user is not None
         concept = make_concept(session, user)
-        params = {
-            "token": concept.token,
-            "superclass": "dog",
-            "steps": steps,
-            "seed": 0,
-            "samples": 2,
-        }
-        job = service.create_job(
-            session, JobKind.fit, owner_id=user.id, concept_id=concept.id, params=params
+        params = FitParams(
+            token=concept.token,
+            superclass="dog",
+            steps=steps,
+            seed=0,
+            samples=SamplePolicy(count=2, steps=get_settings().sample_steps),
         )
+        job = queue.create_job(session, params, owner_id=user.id, concept_id=concept.id)
         return concept.id, job.id
 
 
-def _submit_generations(ctx: Ctx, count: int, steps: int = 2) -> list[uuid.UUID]:
+def _submit_generations(ctx: Ctx, count: int, steps: int = 2, n: int = 1) -> list[uuid.UUID]:
     with session_scope() as session:
         user = session.get(User, ctx.user_id)
         assert user is not None
         job_ids = []
         for index in range(count):
             generation = make_generation(session, user, "a photo of a dog")
-            params = {"prompt": generation.prompt, "n": 1, "seed": index, "steps": steps}
-            job = service.create_job(
-                session,
-                JobKind.generate,
-                owner_id=user.id,
-                generation_id=generation.id,
-                params={**params, "negative_prompt": "", "guidance": 7.5, "concept_ids": []},
+            params = GenerateParams(
+                prompt=generation.prompt, n=n, seed=index, steps=steps, guidance=7.5, strength=1.0
             )
+            job = queue.create_job(session, params, owner_id=user.id, generation_id=generation.id)
             job_ids.append(job.id)
         return job_ids
 
@@ -191,7 +188,7 @@ def _cancel_within_one_step(ctx: Ctx, job_id: uuid.UUID, after_step: int) -> Non
                 session.execute(text("SET LOCAL lock_timeout = '2s'"))
                 job = session.get(Job, job_id)
                 assert job is not None and job.state == JobState.running
-                service.request_cancel(session, job)
+                request_cancel(session, job)
                 session.flush()
                 cursor = _events(ctx, job_id)[-1][0]
             break
@@ -234,7 +231,8 @@ def test_the_second_generation_on_a_warm_worker_does_not_reload_the_base_model(c
 
 
 def test_cancel_mid_generation_stops_within_one_step(ctx: Ctx) -> None:
-    (job_id,) = _submit_generations(ctx, 1, steps=500)
+    # The longest generation the contract allows: 4 images of 100 steps.
+    (job_id,) = _submit_generations(ctx, 1, steps=STEPS_MAX, n=IMAGES_MAX)
     _cancel_within_one_step(ctx, job_id, after_step=3)
 
 
@@ -287,8 +285,8 @@ def test_a_duplicate_delivery_of_a_finished_job_changes_nothing(ctx: Ctx) -> Non
 
     counts = snapshot()
     worker = ctx.workers()[0]
-    task, queue = TASK_FOR_KIND["fit"]
-    ctx.broker.send_task(task, args=[str(job_id)], queue=queue)
+    task, queue_name = TASK_FOR_KIND[JobKind.fit]
+    ctx.broker.send_task(task, args=[str(job_id)], queue=queue_name)
     handled = f"job {job_id} not claimed"
     wait_for(lambda: handled in worker.log(), 60, f"redelivery not handled:\n{worker.log()}")
     after = _job(job_id)

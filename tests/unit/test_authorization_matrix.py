@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.concepts import service
+from app.concepts import sharing
 from app.concepts.models import Concept, ConceptStatus, Visibility
 from app.config import get_settings
 from app.db import session_scope
@@ -57,7 +57,7 @@ def build_world() -> World:
             images[name] = image.id
         gen_job = make_job_row(session, JobKind.generate, owner_id=owner.id,
                                generation_id=private.id)  # fmt: skip
-        secret = service.create_share_link(session, get_settings(), concept).rsplit("/", 1)[1]
+        secret = sharing.create_share_link(session, get_settings(), concept).rsplit("/", 1)[1]
         return World(
             ids={"owner": owner.id, "other": other.id, "holder": holder.id,
                  "concept": concept.id, "photo": concept.photos[0].id, "fit_job": fit.id,
@@ -80,7 +80,7 @@ def act_as(client: TestClient, world: World, actor: str) -> None:
         with session_scope() as session:
             concept = session.get(Concept, world.ids["concept"])
             assert concept is not None
-            service.revoke_share_links(session, concept)
+            sharing.revoke_share_links(session, concept)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 
 from app.db import session_scope
-from app.jobs import service as jobs_service
+from app.jobs import queue as jobs_queue
 from app.jobs.models import JobKind
 from app.security.tokens import hash_token, new_token
 from app.users.models import ApiToken
@@ -48,9 +48,9 @@ def fuzz(operation, auth, calls, failures):  # type: ignore[no-untyped-def]
 def test_no_operation_answers_5xx(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    send = jobs_service.send_job_message
+    send = jobs_queue.send_job_message
     monkeypatch.setattr(  # fits and generations stay queued; health pings still round-trip
-        jobs_service,
+        jobs_queue,
         "send_job_message",
         lambda job_id, kind: send(job_id, kind) if kind == JobKind.ping else None,
     )

@@ -10,10 +10,13 @@ import torch
 from sqlalchemy import func, select
 
 from app.concepts.models import Concept, ConceptStatus
+from app.config import get_settings
 from app.db import session_scope
 from app.generations.models import GeneratedImage, Generation
 from app.jobs.models import Job, JobKind, JobState
+from app.jobs.params import FitParams, SamplePolicy
 from app.jobs.progress import get_progress_bus
+from app.jobs.runner import JobFailed, run_job
 from app.storage.models import Blob
 from tests.conftest import reset_caches
 from tests.support.factories import make_concept, make_generation, make_job_row, make_user
@@ -21,7 +24,6 @@ from tests.support.tiny_model import save_tiny_model
 from workers import handlers
 from workers.images import png_parameters
 from workers.model_cache import get_model_cache
-from workers.runner import JobFailed, run_job
 
 
 @pytest.fixture
@@ -42,9 +44,14 @@ def _fit_job(steps: int = 4) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     with session_scope() as session:
         user = make_user(session)
         concept = make_concept(session, user, token="<rex>")
-        params = {"token": "<rex>", "superclass": "dog", "steps": steps, "seed": 0, "samples": 2}
+        policy = SamplePolicy(count=2, steps=get_settings().sample_steps)
+        params = FitParams(token="<rex>", superclass="dog", steps=steps, seed=0, samples=policy)
         job = make_job_row(
-            session, JobKind.fit, owner_id=user.id, concept_id=concept.id, params=params
+            session,
+            JobKind.fit,
+            owner_id=user.id,
+            concept_id=concept.id,
+            params=params.model_dump(mode="json"),
         )
         return user.id, concept.id, job.id
 

@@ -15,7 +15,7 @@ from PIL import Image
 from app.concepts.models import ConceptStatus
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs import service as jobs_service
+from app.jobs import queue as jobs_queue
 from app.jobs.models import JobKind, JobState
 from app.security.headers import CSP
 from app.storage import DatabaseBlobStore
@@ -32,7 +32,7 @@ GOOD = encode(Image.new("RGB", (64, 64), (30, 120, 200)), "JPEG")
 @pytest.fixture
 def quiet_client(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The app with job messages dropped: fits stay queued instead of running on the CPU."""
-    monkeypatch.setattr(jobs_service, "send_job_message", lambda job_id, kind: None)
+    monkeypatch.setattr(jobs_queue, "send_job_message", lambda job_id, kind: None)
     yield client
 
 
@@ -164,7 +164,7 @@ def test_sign_in_is_rate_limited_with_retry_after(client: TestClient) -> None:
 
 
 def test_job_quota_over_http(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs_service, "send_job_message", lambda job_id, kind: None)
+    monkeypatch.setattr(jobs_queue, "send_job_message", lambda job_id, kind: None)
     owner = signed_in(client)
     with session_scope() as session:
         for _ in range(get_settings().max_active_jobs):

@@ -9,10 +9,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.concepts.models import Concept, ConceptStatus
 from app.config import get_settings
-from app.db import session_scope, utcnow
+from app.db import session_scope
 from app.jobs.events import StateEvent, StepEvent
 from app.jobs.models import Job, JobKind, JobState
 from app.jobs.progress import get_progress_bus
+from app.orm import utcnow
 from tests.support.factories import make_concept, make_job_row, make_user, session_cookie
 
 

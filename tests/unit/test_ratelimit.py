@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from app.config import Settings
 from app.db import session_scope
-from app.generations import limits
+from app.jobs import params as limits
 from app.jobs.models import Job, JobKind, JobState
 from app.security.ratelimit import (
     MemoryCounter,

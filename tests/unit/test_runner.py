@@ -3,9 +3,10 @@
 import uuid
 from datetime import timedelta
 
-from app.db import session_scope, utcnow
+from app.db import session_scope
 from app.jobs.models import Job, JobKind, JobState
-from workers.runner import JobCanceled, JobContext, JobOutcome, run_job
+from app.jobs.runner import JobCanceled, JobContext, JobOutcome, run_job
+from app.orm import utcnow
 
 
 def _job(**fields) -> uuid.UUID:  # type: ignore[no-untyped-def]

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 
 from app.concepts.models import Concept, ConceptStatus
-from app.db import session_scope, utcnow
+from app.db import session_scope
+from app.jobs import sweeper
 from app.jobs.models import Job, JobKind, JobState
+from app.orm import utcnow
 from tests.support.factories import make_concept, make_job_row, make_user
-from workers import sweeper
 
 
 @pytest.fixture

@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> None:
     # The caption distribution the text covariance of Perfusion should be measured on.
     captions = world.captions(COVARIANCE_CAPTIONS, cfg.seed)
     (staging / "captions.txt").write_text("\n".join(captions) + "\n")
+    # The nouns the web app suggests first as a concept's superclass (it imports no workers/).
+    nouns = [*world.SUPERCLASS_NOUNS, *world.SHAPES]
+    (staging / "superclasses.txt").write_text("\n".join(nouns) + "\n")
     facts = {
         "config": asdict(cfg),
         "diffusion_steps_done": steps,

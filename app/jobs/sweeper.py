@@ -20,10 +20,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import session_scope, utcnow
-from app.jobs.events import StateEvent
+from app.db import session_scope
+from app.jobs.lifecycle import fail_out_of_attempts, finish_job
 from app.jobs.models import Job, JobKind, JobState
-from app.jobs.service import finish_job, publish_after_commit, send_job_message
+from app.jobs.queue import send_job_message
+from app.orm import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,7 @@ class SweepReport:
 
 
 def _fail(session: Session, job: Job, report: SweepReport) -> None:
-    if job.state == JobState.running:
-        message = (
-            f"The worker running this job stopped unexpectedly {job.attempts} times; "
-            "it was not retried again."
-        )
-    else:
-        message = f"This job could not be started after {job.attempts} attempts."
-    finish_job(session, job, JobState.failed, error=message)
-    publish_after_commit(session, job.id, StateEvent(state=JobState.failed.value, error=message))
+    fail_out_of_attempts(session, job)
     report.failed.append(job.id)
 
 
@@ -64,7 +57,6 @@ def sweep(now: datetime | None = None, *, orphaned_running: bool = False) -> Swe
         for job in session.scalars(running.with_for_update(skip_locked=True)):
             if job.cancel_requested:  # its worker died before it could stop
                 finish_job(session, job, JobState.canceled)
-                publish_after_commit(session, job.id, StateEvent(state=JobState.canceled.value))
                 report.canceled.append(job.id)
             elif job.attempts >= job.max_attempts:
                 _fail(session, job, report)

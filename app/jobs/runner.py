@@ -16,19 +16,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import session_scope, utcnow
+from app.db import session_scope
 from app.jobs.events import StateEvent
+from app.jobs.lifecycle import fail_out_of_attempts, finish_job, time_limit_message
 from app.jobs.models import Job, JobKind, JobState
+from app.jobs.params import JobParams
 from app.jobs.progress import get_progress_bus
-from app.jobs.service import finish_job, publish_after_commit
+from app.orm import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,7 @@ class JobFailed(Exception):
     """A failure whose message is meant for the person who started the job."""
 
 
-def time_limit_message(limit_s: float) -> str:
-    return (
-        f"The job took longer than its time limit ({limit_s / 60:.0f} minutes) and was stopped. "
-        "Try fewer steps or images."
-    )
+P = TypeVar("P", bound=JobParams)
 
 
 def worker_identity() -> str:
@@ -59,6 +57,7 @@ class JobContext:
     job_id: uuid.UUID
     kind: JobKind
     params: dict[str, Any]
+    """The row's JSON; handlers read it through `parse`."""
     attempt: int
     worker_id: str
     owner_id: uuid.UUID | None = None
@@ -70,6 +69,16 @@ class JobContext:
     soft_deadline: float = float("inf")
     """time.monotonic() after which the job stops with a readable time-limit failure."""
     _canceled: bool = field(default=False, repr=False)
+
+    def parse(self, model: type[P]) -> P:
+        """The job's parameters as `model`; a row that does not fit it fails the job."""
+        try:
+            return model.model_validate(self.params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
+            )
+            raise JobFailed(f"This job's parameters are not valid: {problems}") from None
 
     def publish(self, event: BaseModel | dict[str, Any]) -> None:
         try:
@@ -94,11 +103,6 @@ class JobContext:
             ours = ours and row is not None and row.worker_id == self.worker_id
             self._canceled = not ours or bool(row and row.cancel_requested)
         return self._canceled or time.monotonic() > self.soft_deadline
-
-    def check_cancel(self) -> None:
-        """Raise the exception that ends the job here if it should stop."""
-        if self.should_cancel():
-            self.raise_stop()
 
     def raise_stop(self) -> NoReturn:
         """Raise why the job stopped (after a library reported that should_cancel was True)."""
@@ -172,16 +176,7 @@ def _fail_if_out_of_attempts(session: Session, job_id: uuid.UUID, stale: Any) ->
         return
     if job.state == JobState.running and job.heartbeat_at is not None and job.heartbeat_at > stale:
         return
-    message = out_of_attempts_message(job.attempts)
-    finish_job(session, job, JobState.failed, error=message)
-    publish_after_commit(session, job.id, StateEvent(state=JobState.failed.value, error=message))
-
-
-def out_of_attempts_message(attempts: int) -> str:
-    return (
-        f"The worker running this job stopped unexpectedly {attempts} times; "
-        "it was not retried again."
-    )
+    fail_out_of_attempts(session, job)
 
 
 class _Heartbeat(threading.Thread):
@@ -216,8 +211,8 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
     store: Callable[[Session], None] | None = None,
-) -> bool:
-    """Move the job to a final state if this worker still owns it; returns whether it did."""
+) -> None:
+    """Move the job to a final state if this worker still owns it (its event follows)."""
     with session_scope() as session:
         job = session.scalar(
             select(Job)
@@ -230,11 +225,10 @@ def _finish(
         )
         if job is None:
             log.warning("job %s is no longer ours; dropping its result", ctx.job_id)
-            return False
+            return
         if store is not None:
             store(session)
         finish_job(session, job, state, error=error, result=result)
-    return True
 
 
 def run_job(job_id: str | uuid.UUID, handler: Handler) -> None:
@@ -253,21 +247,15 @@ def run_job(job_id: str | uuid.UUID, handler: Handler) -> None:
     try:
         outcome = handler(ctx)
     except SoftTimeLimitExceeded:
-        if _finish(ctx, JobState.failed, error=time_limit_message(limit_s)):
-            ctx.publish(StateEvent(state=JobState.failed.value, error=time_limit_message(limit_s)))
+        _finish(ctx, JobState.failed, error=time_limit_message(limit_s))
     except JobCanceled:
-        if _finish(ctx, JobState.canceled):
-            ctx.publish(StateEvent(state=JobState.canceled.value))
+        _finish(ctx, JobState.canceled)
     except JobFailed as exc:
-        if _finish(ctx, JobState.failed, error=str(exc)):
-            ctx.publish(StateEvent(state=JobState.failed.value, error=str(exc)))
+        _finish(ctx, JobState.failed, error=str(exc))
     except Exception as exc:
         log.exception("job %s failed", job_uuid)
-        message = f"{type(exc).__name__}: {exc}"[:2000]
-        if _finish(ctx, JobState.failed, error=message):
-            ctx.publish(StateEvent(state=JobState.failed.value, error=message))
+        _finish(ctx, JobState.failed, error=f"{type(exc).__name__}: {exc}"[:2000])
     else:
-        if _finish(ctx, JobState.succeeded, result=outcome.result, store=outcome.store):
-            ctx.publish(StateEvent(state=JobState.succeeded.value))
+        _finish(ctx, JobState.succeeded, result=outcome.result, store=outcome.store)
     finally:
         heartbeat.stopped.set()

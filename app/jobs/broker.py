@@ -1,7 +1,8 @@
 """The Celery application: broker from Settings, tuned for long GPU jobs.
 
-This module must stay importable without torch: the web process imports it to enqueue work.
-Task bodies live in `workers.tasks` and are imported by worker processes only.
+The web side sends messages by task name (`TASK_FOR_KIND`) and never imports the task
+bodies: they live in `workers.tasks`, which Celery imports (`include`) in worker processes
+only, so this module stays free of torch.
 """
 
 from __future__ import annotations
@@ -9,16 +10,18 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import get_settings
+from app.jobs.models import JobKind
 
 FIT_QUEUE = "fits"
 GENERATE_QUEUE = "generations"
 QUEUES = (FIT_QUEUE, GENERATE_QUEUE)
 
-TASK_FOR_KIND = {
-    "fit": ("studio.fit", FIT_QUEUE),
-    "generate": ("studio.generate", GENERATE_QUEUE),
-    "ping": ("studio.ping", GENERATE_QUEUE),
+TASK_FOR_KIND: dict[JobKind, tuple[str, str]] = {
+    JobKind.fit: ("studio.fit", FIT_QUEUE),
+    JobKind.generate: ("studio.generate", GENERATE_QUEUE),
+    JobKind.ping: ("studio.ping", GENERATE_QUEUE),
 }
+"""Each job kind's task name and queue: the whole of what the web side knows of a task."""
 
 
 def visibility_timeout_s(hard_limit_s: int) -> int:

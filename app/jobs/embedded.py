@@ -1,11 +1,15 @@
-"""The embedded default's worker: a Celery worker on a thread of the web process."""
+"""The embedded default's worker: a Celery worker on a thread of the web process.
+
+Celery imports the task bodies (the broker app's `include`) when the worker starts; the
+web code imports nothing of `workers/` itself.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from workers.celery_app import QUEUES, celery_app
+from app.jobs.broker import QUEUES, celery_app
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +20,6 @@ class EmbeddedWorker:
     """A solo-pool Celery worker consuming the in-memory broker on a daemon thread."""
 
     def __init__(self) -> None:
-        import workers.tasks  # noqa: F401  (registers the tasks)
-
         self.controller = celery_app.WorkController(
             pool_cls="solo",
             concurrency=1,

@@ -1,0 +1,61 @@
+"""What a concept may be called and made of: token, name, superclass and photo rules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.concepts.models import Concept
+from app.concepts.schemas import TokenCheck
+from app.config import TOYWORLD_MODEL, Settings
+
+MIN_PHOTOS, MAX_PHOTOS = 3, 10
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+NAME_MAX_CHARS = 100
+TOKEN_PATTERN = r"<[a-z0-9][a-z0-9_-]{0,36}>"
+"""A trigger token as it appears in a prompt."""
+TOKEN_RE = re.compile(f"^{TOKEN_PATTERN}$")
+SUPERCLASS_RE = re.compile(r"^[a-z][a-z -]{0,38}[a-z]$|^[a-z]$")
+SUPERCLASSES_FILE = "superclasses.txt"
+"""A base-model folder may list the nouns it knows best, one a line; they are suggested first."""
+COMMON_SUPERCLASSES = (
+    "person", "man", "woman", "child", "dog", "cat", "bird", "toy", "car", "mug", "bag",
+    "shoe", "plant", "building", "sculpture", "teddy bear", "backpack", "object",
+)  # fmt: skip
+
+
+def is_toy_world(settings: Settings) -> bool:
+    return settings.base_model.rstrip("/") == str(TOYWORLD_MODEL)
+
+
+def superclass_suggestions(settings: Settings) -> list[str]:
+    """Common superclasses, after the base model's own nouns when its folder lists them."""
+    listed = Path(settings.base_model) / SUPERCLASSES_FILE
+    own = listed.read_text().split("\n") if listed.is_file() else []
+    nouns = [noun.strip() for noun in own if noun.strip()]
+    return list(dict.fromkeys([*nouns, *COMMON_SUPERCLASSES]))
+
+
+def suggest_token(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:36].strip("-")
+    return f"<{slug or 'concept'}>"
+
+
+def check_token(session: Session, token: str) -> TokenCheck:
+    if not TOKEN_RE.match(token):
+        return TokenCheck(
+            token=token,
+            valid=False,
+            available=False,
+            message="Use <name>: lowercase letters, digits, - or _, at most 38 characters.",
+        )
+    taken = session.scalar(select(Concept.id).where(Concept.token == token)) is not None
+    return TokenCheck(
+        token=token,
+        valid=True,
+        available=not taken,
+        message=f"{token} is already used by another concept." if taken else f"{token} is free.",
+    )

@@ -1,0 +1,121 @@
+"""Read models of concepts: one concept as the API shows it, and searched, paged lists."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from app.concepts.access import Need, Viewer, concept_filter
+from app.concepts.models import Concept, ConceptPhoto, Visibility
+from app.concepts.schemas import ConceptOut, ConceptPage, ImageRef, PhotoRef
+from app.concepts.sharing import active_share_link
+from app.generations.models import GeneratedImage, Generation
+from app.jobs.models import Job, JobKind
+from app.jobs.queue import job_ref
+from app.storage import DatabaseBlobStore
+from app.users.models import User
+
+
+def latest_fit_job(session: Session, concept: Concept) -> Job | None:
+    return session.scalar(
+        select(Job)
+        .where(Job.concept_id == concept.id, Job.kind == JobKind.fit)
+        .order_by(Job.created_at.desc())
+        .limit(1)
+    )
+
+
+def sample_images(session: Session, concept: Concept) -> list[GeneratedImage]:
+    generations = session.scalars(
+        select(Generation)
+        .where(Generation.concept_id == concept.id, Generation.owner_id == concept.owner_id)
+        .order_by(Generation.created_at)
+    )
+    return [img for gen in generations if gen.params.get("sample") for img in gen.images]
+
+
+def concept_out(session: Session, viewer: Viewer, concept: Concept) -> ConceptOut:
+    is_owner = viewer.user is not None and viewer.user.id == concept.owner_id
+    job = latest_fit_job(session, concept)
+    owner = session.get(User, concept.owner_id)
+    return ConceptOut(
+        id=concept.id,
+        name=concept.name,
+        token=concept.token,
+        superclass=concept.superclass,
+        visibility=concept.visibility,
+        status=concept.status.value,
+        base_model=concept.base_model,
+        owner=owner.username if owner else "?",
+        is_owner=is_owner,
+        created_at=concept.created_at,
+        settings=concept.settings,
+        samples=[ImageRef.of(i) for i in sample_images(session, concept)],
+        photos=[
+            PhotoRef(
+                id=p.id,
+                url=f"/api/concepts/{concept.id}/photos/{p.id}",
+                width=p.width,
+                height=p.height,
+            )
+            for p in concept.photos
+        ]
+        if is_owner
+        else [],
+        file_url=f"/api/concepts/{concept.id}/file" if concept.file_blob_id else None,
+        page_url=f"/concepts/{concept.id}",
+        job=job_ref(session, job) if job is not None and is_owner else None,
+        share_link_active=is_owner and active_share_link(session, concept) is not None,
+    )
+
+
+def list_concepts(
+    session: Session,
+    viewer: Viewer,
+    *,
+    mine: bool,
+    q: str = "",
+    page: int = 1,
+    per_page: int = 12,
+) -> ConceptPage:
+    """The viewer's own concepts (mine) or public ones, newest first, searched by name/class."""
+    mine_or_public = Concept.owner_id == viewer.user_id
+    if not mine:
+        mine_or_public = Concept.visibility == Visibility.public
+    query = select(Concept).where(mine_or_public, concept_filter(viewer, Need.view))
+    if q.strip():
+        pattern = f"%{q.strip().lower()}%"
+        query = query.where(
+            or_(
+                func.lower(Concept.name).like(pattern), func.lower(Concept.superclass).like(pattern)
+            )
+        )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Concept.created_at.desc(), Concept.id)
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+    )
+    return ConceptPage(
+        items=[concept_out(session, viewer, c) for c in rows],
+        page=page,
+        per_page=per_page,
+        total=int(total),
+    )
+
+
+def concept_file(session: Session, concept: Concept) -> bytes | None:
+    if concept.file_blob_id is None:
+        return None
+    blob = DatabaseBlobStore(session).get(concept.file_blob_id)
+    return blob.data if blob else None
+
+
+def photo_bytes(session: Session, concept: Concept, photo_id: uuid.UUID) -> bytes | None:
+    photo = session.get(ConceptPhoto, photo_id)
+    if photo is None or photo.concept_id != concept.id:
+        return None
+    blob = DatabaseBlobStore(session).get(photo.blob_id)
+    return blob.data if blob else None
