@@ -1,64 +1,53 @@
-// Follow a job live. Uses the jobs engineer's progress.js (`watchJob(jobId, {onEvent, onClose})`)
-// when it is there; otherwise speaks the same protocol itself: WS /ws/jobs/{id}?after=<id>
-// replays every event after the cursor, so a reload or a dropped connection loses nothing.
-// If the socket cannot be used, polls `poll()` (it returns the job's state).
+// Follow a job live: the one websocket client of /ws/jobs/{id}.
+// Every message is {"id": cursor, "event": {...}}; a reconnect sends ?after=<cursor>, so a
+// dropped connection loses nothing. The server closes (1000) after the final state event.
+// Where the socket cannot be used, or the server refuses it, `poll()` (it returns the job's
+// state) is asked until the job is done. A fresh page starts from the first event: its view
+// (loss curve, steps, previews) is rebuilt from them.
 
+// The job states after which nothing more happens (JobState.finished on the server).
 const FINAL = new Set(["succeeded", "failed", "canceled"]);
+const NO_RETRY_CODES = new Set([1000, 4403, 4404]); // done, foreign origin, not yours
+const MAX_BACKOFF_MS = 15000;
 
 export function isFinal(state) {
   return FINAL.has(state);
 }
 
-export async function follow(jobId, { onEvent, onFinish, poll, pollMs = 1500 }) {
+export function follow(jobId, { onEvent, onFinish, poll, pollMs = 1500 }) {
   let finished = false;
+  let cursor = null;
+  let attempt = 0;
   const finish = (state) => {
     if (finished) return;
     finished = true;
     onFinish(state);
   };
-  const handle = (message) => {
-    const event = message && message.event ? message.event : message;
-    if (!event || !event.type) return;
-    onEvent(event);
-    if (event.type === "state" && isFinal(event.state)) finish(event.state);
-  };
-  try {
-    const progress = await import("./progress.js");
-    // progress.js keeps a per-job cursor in sessionStorage so a reload resumes after it. This
-    // page rebuilds its whole view (loss curve, steps, previews) from the events, so a fresh
-    // page starts from the first event; reconnects within the page still resume.
-    try { sessionStorage.removeItem(`job-events:${jobId}`); } catch (error) { /* no storage */ }
-    progress.watchJob(jobId, {
-      onEvent: handle,
-      // The socket closed without a final state we saw: ask the API for the truth.
-      onClose: () => { if (!finished) pollUntilDone(); },
-    });
-    return;
-  } catch (error) {
-    // progress.js missing or failing: use the websocket directly
-  }
-  if ("WebSocket" in window) socket(null, 0);
-  else pollUntilDone();
 
-  function socket(after, failures) {
+  const connect = () => {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-    const query = after ? `?after=${encodeURIComponent(after)}` : "";
+    const query = cursor ? `?after=${encodeURIComponent(cursor)}` : "";
     const ws = new WebSocket(`${scheme}://${window.location.host}/ws/jobs/${jobId}${query}`);
-    let cursor = after;
-    let received = false;
+    ws.addEventListener("open", () => { attempt = 0; });
     ws.addEventListener("message", (message) => {
-      received = true;
-      const data = JSON.parse(message.data);
+      let data;
+      try { data = JSON.parse(message.data); } catch (error) { return; }
       if (data.id) cursor = data.id;
-      handle(data);
+      const event = data.event;
+      if (!event || !event.type) return;
+      onEvent(event);
+      if (event.type === "state" && isFinal(event.state)) finish(event.state);
     });
     ws.addEventListener("close", (close) => {
       if (finished) return;
-      if (close.code >= 4000 || failures >= 5) { pollUntilDone(); return; }
-      const next = received ? 0 : failures + 1;
-      setTimeout(() => socket(cursor, next), 500 * (next + 1));
+      // Closed without a final state we saw: ask the API for the truth.
+      if (NO_RETRY_CODES.has(close.code) || attempt >= 5) { pollUntilDone(); return; }
+      // Dropped: retry with exponential backoff and jitter, resuming after the cursor.
+      const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempt) * (0.75 + Math.random() / 2);
+      attempt += 1;
+      setTimeout(connect, delay);
     });
-  }
+  };
 
   async function pollUntilDone() {
     while (!finished) {
@@ -69,4 +58,7 @@ export async function follow(jobId, { onEvent, onFinish, poll, pollMs = 1500 }) 
       await new Promise((resolve) => setTimeout(resolve, pollMs));
     }
   }
+
+  if ("WebSocket" in window) connect();
+  else pollUntilDone();
 }
