@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.concepts.models import Concept
+from app.concepts.models import SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS, Concept
 from app.config import Settings, get_settings
 from app.jobs.models import Job, JobKind, JobState
 from app.storage.models import Blob
@@ -33,7 +33,6 @@ DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4}
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DIM = 8192
 MAX_LAYERS = 256
-NAME_MAX_CHARS = 40
 LAYER_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 FOREIGN_MAGIC = {
     b"PK\x03\x04": "a zip archive (e.g. a PyTorch .pt/.ckpt file)",
@@ -169,10 +168,10 @@ def _check_metadata(meta: Any) -> tuple[dict[str, str], tuple[tuple[str, int], .
         raise _reject("not a Perfusion concept (format metadata missing)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise _reject(f"unsupported format version {meta.get('format_version', '')[:10]!r}")
-    for key in ("token", "superclass"):
+    for key, max_chars in (("token", TOKEN_MAX_CHARS), ("superclass", SUPERCLASS_MAX_CHARS)):
         value = meta.get(key, "")
-        if not 0 < len(value) <= NAME_MAX_CHARS or not value.isprintable():
-            raise _reject(f"{key} must be 1–{NAME_MAX_CHARS} printable characters")
+        if not 0 < len(value) <= max_chars or not value.isprintable():
+            raise _reject(f"{key} must be 1–{max_chars} printable characters")
     for key in ("default_beta", "default_tau", "i_star_energy"):
         try:
             number = float(meta.get(key, ""))

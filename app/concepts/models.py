@@ -12,6 +12,10 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.orm import Base, IdMixin, TimestampMixin, utcnow
 
+NAME_MAX_CHARS = 100
+TOKEN_MAX_CHARS = 40
+SUPERCLASS_MAX_CHARS = 40
+
 
 class Visibility(enum.StrEnum):
     private = "private"
@@ -31,10 +35,10 @@ class Concept(IdMixin, TimestampMixin, Base):
     owner_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
-    name: Mapped[str] = mapped_column(String(100))
-    token: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_CHARS))
+    token: Mapped[str] = mapped_column(String(TOKEN_MAX_CHARS), unique=True)
     """Trigger word used in prompts, e.g. `<rex>`; unique so any prompt resolves unambiguously."""
-    superclass: Mapped[str] = mapped_column(String(40))
+    superclass: Mapped[str] = mapped_column(String(SUPERCLASS_MAX_CHARS))
     visibility: Mapped[Visibility] = mapped_column(
         Enum(Visibility, native_enum=False, length=16), default=Visibility.private
     )

@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from app.auth.deps import CurrentUser
 from app.concepts import rules, service, sharing, views
 from app.concepts.access import Need, ViewerDep, get_concept
-from app.concepts.models import Visibility
+from app.concepts.models import NAME_MAX_CHARS, SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS, Visibility
 from app.concepts.schemas import (
     ConceptOut,
     ConceptPage,
@@ -47,9 +47,13 @@ def create_concept(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
-    name: Annotated[str, Form(max_length=100)],
-    token: Annotated[str, Form(max_length=40, description="Trigger token, e.g. `<rex>`.")],
-    superclass: Annotated[str, Form(max_length=40, description="What it is: dog, person, toy…")],
+    name: Annotated[str, Form(max_length=NAME_MAX_CHARS)],
+    token: Annotated[
+        str, Form(max_length=TOKEN_MAX_CHARS, description="Trigger token, e.g. `<rex>`.")
+    ],
+    superclass: Annotated[
+        str, Form(max_length=SUPERCLASS_MAX_CHARS, description="What it is: dog, person, toy…")
+    ],
     images: Annotated[list[UploadFile], File(description="3–10 photos of the subject.")],
     steps: Annotated[int | None, Form(ge=FIT_STEPS_MIN, le=FIT_STEPS_MAX)] = None,
     seed: Annotated[int | None, Form(ge=SEED_MIN, le=SEED_MAX)] = None,
@@ -117,7 +121,7 @@ def import_concept(
     session: SessionDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="A Perfusion concept .safetensors file.")],
-    name: Annotated[str | None, Form(max_length=100)] = None,
+    name: Annotated[str | None, Form(max_length=NAME_MAX_CHARS)] = None,
     visibility: Annotated[Visibility, Form()] = Visibility.private,
 ) -> ConceptOut:
     """Add a concept from a downloaded file (checked against this studio's base model)."""

@@ -14,7 +14,6 @@ from app.config import TOYWORLD_MODEL, Settings
 
 MIN_PHOTOS, MAX_PHOTOS = 3, 10
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
-NAME_MAX_CHARS = 100
 TOKEN_PATTERN = r"<[a-z0-9][a-z0-9_-]{0,36}>"
 """A trigger token as it appears in a prompt."""
 TOKEN_RE = re.compile(f"^{TOKEN_PATTERN}$")

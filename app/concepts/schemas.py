@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.concepts.models import Visibility
+from app.concepts.models import NAME_MAX_CHARS, Visibility
 from app.generations.models import GeneratedImage, image_url
 from app.jobs.schemas import JobRef
 
@@ -74,7 +74,7 @@ class ConceptPage(BaseModel):
 
 
 class ConceptPatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX_CHARS)
     visibility: Visibility | None = None
 
 

@@ -11,12 +11,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.concepts import filecheck
-from app.concepts.models import Concept, ConceptPhoto, ConceptStatus, Visibility
+from app.concepts.models import (
+    NAME_MAX_CHARS,
+    SUPERCLASS_MAX_CHARS,
+    Concept,
+    ConceptPhoto,
+    ConceptStatus,
+    Visibility,
+)
 from app.concepts.rules import (
     MAX_PHOTO_BYTES,
     MAX_PHOTOS,
     MIN_PHOTOS,
-    NAME_MAX_CHARS,
     SUPERCLASS_RE,
     TOKEN_RE,
     check_token,
@@ -203,7 +209,7 @@ def import_concept(
         owner_id=user.id,
         name=(name or "").strip()[:NAME_MAX_CHARS] or info.token.strip("<>"),
         token=info.token,
-        superclass=info.superclass[:40],
+        superclass=info.superclass[:SUPERCLASS_MAX_CHARS],
         visibility=visibility,
         base_model=settings.base_model,
         status=ConceptStatus.ready,

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.concepts.models import SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS
 from app.jobs.models import JobKind
 
 PROMPT_MAX_CHARS = 500
@@ -69,8 +70,8 @@ class SamplePolicy(BaseModel):
 class FitParams(JobParams):
     kind = JobKind.fit
 
-    token: str = Field(min_length=3, max_length=40)
-    superclass: str = Field(min_length=1, max_length=40)
+    token: str = Field(min_length=3, max_length=TOKEN_MAX_CHARS)
+    superclass: str = Field(min_length=1, max_length=SUPERCLASS_MAX_CHARS)
     steps: FitSteps
     seed: Seed
     samples: SamplePolicy = SamplePolicy()
