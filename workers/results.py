@@ -22,8 +22,6 @@ CONCEPT_CONTENT_TYPE = "application/x-perfusion-concept"
 
 @dataclass
 class FitInputs:
-    token: str
-    superclass: str
     photos: list[bytes]
     checkpoint: bytes | None
 
@@ -49,7 +47,7 @@ def load_fit_inputs(concept_id: uuid.UUID, checkpoint_blob_id: uuid.UUID | None)
         checkpoint = None
         if checkpoint_blob_id is not None:
             checkpoint = _blob_data(session, checkpoint_blob_id)
-        return FitInputs(concept.token, concept.superclass, photos, checkpoint)
+        return FitInputs(photos, checkpoint)
 
 
 @dataclass
