@@ -57,8 +57,13 @@ def install_processors(
     edit: TextSpaceEdit,
     o_k: dict[str, torch.Tensor],
     o_v: dict[str, list[torch.Tensor]],
+    tokens: TokenPatch,
 ) -> dict[str, object]:
-    """Swap a PerfusionAttnProcessor onto every cross-attention layer; return the originals."""
+    """Swap a PerfusionAttnProcessor onto every cross-attention layer; return the originals.
+
+    The edit applies at the real tokens of the prompts the patched text encoder encodes.
+    """
+    edit.positions = tokens.real_tokens
     original = dict(unet.attn_processors)
     swapped = dict(original)
     for name in cross_attention_layers(unet):
@@ -148,7 +153,7 @@ def apply_concepts(
     o_v = {n: [c.o_v[n].to(device, torch.float32) for c in concepts] for n in layers}
     patch = TokenPatch.add(pipe, tokens, vectors)
     try:
-        original = install_processors(pipe.unet, edit, o_k, o_v)
+        original = install_processors(pipe.unet, edit, o_k, o_v, patch)
     except Exception:
         patch.remove()
         raise

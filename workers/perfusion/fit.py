@@ -316,7 +316,7 @@ def fit_concept(
         )
         patch = TokenPatch.add(pipe, [token], embedding)
         token_id = patch.token_ids[0]
-        original = install_processors(pipe.unet, edit, o_k, {n: [p] for n, p in o_v.items()})
+        original = install_processors(pipe.unet, edit, o_k, {n: [p] for n, p in o_v.items()}, patch)
         started = time.monotonic()
         try:
             for step in range(first_step, config.steps):

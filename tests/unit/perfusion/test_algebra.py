@@ -102,7 +102,7 @@ def test_positions_outside_the_mask_get_the_unedited_projection():
     """Padding is outside the distribution C describes: `generate` leaves it unedited."""
     _, i_star, linear, target, edit = one_concept(seed=4, beta=-100.0, tau=1.0)
     e = torch.stack([i_star, i_star, torch.randn(D)])[None]  # (1, 3, D)
-    edit.positions = torch.tensor([[True, False, False]])
-    out = edited_projection(linear, e, edit, target[None])[0]
+    positions = torch.tensor([[True, False, False]])
+    out = edited_projection(linear, e, edit, target[None], positions)[0]
     torch.testing.assert_close(out[0], target, atol=1e-5, rtol=1e-5)  # edited
     torch.testing.assert_close(out[1:], linear(e[0, 1:]))  # untouched, even i* itself
