@@ -160,3 +160,38 @@ def test_soft_masks_weight_the_loss(tiny_pipe, tiny_cov):
         runs[name] = losses
     assert runs["full"] == pytest.approx(runs["none"], rel=1e-5)  # uniform mask = plain MSE
     assert runs["centre"] != pytest.approx(runs["none"], rel=1e-3)
+
+
+@pytest.mark.parametrize("superclass", ["dog", "teddy bear"])  # 1 token; 7 byte-level tokens
+def test_training_gate_on_the_concept_token_is_open_from_the_first_step(
+    tiny_pipe, tiny_cov, monkeypatch, superclass
+):
+    """s(e) ~ 1 on the concept token at step 0 (i* = its own encoding), whatever the superclass."""
+    import workers.perfusion.fit as fit
+
+    assert len(tiny_pipe.tokenizer(superclass, add_special_tokens=False).input_ids) == (
+        1 if superclass == "dog" else 7
+    )
+    edits, gates = [], []
+    install, micro_step = fit.install_processors, fit._micro_step
+
+    def spy_install(unet, edit, *args):
+        edits.append(edit)
+        return install(unet, edit, *args)
+
+    def spy_step(*args):
+        loss, encodings = micro_step(*args)
+        edit = edits[-1]
+        s = encodings @ edit.score[:, 0]
+        gates.append(torch.sigmoid((s - edit.beta[0]) / edit.tau[0]))
+        return loss, encodings
+
+    monkeypatch.setattr(fit, "install_processors", spy_install)
+    monkeypatch.setattr(fit, "_micro_step", spy_step)
+    config = replace(TINY_FIT, steps=4)
+    fit_concept(tiny_pipe, make_images(), "<gate>", superclass, config, tiny_cov)
+    assert len(gates) == 4
+    first = gates[0]
+    print(f"{superclass!r}: step-1 gates {[round(g, 3) for g in first.tolist()]}")
+    assert first.min() > 0.5, "the training gate must be open on the concept token at step 0"
+    print(f"lowest gate per step {[round(float(g.min()), 3) for g in gates]}")
