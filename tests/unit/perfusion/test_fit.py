@@ -195,3 +195,4 @@ def test_training_gate_on_the_concept_token_is_open_from_the_first_step(
     print(f"{superclass!r}: step-1 gates {[round(g, 3) for g in first.tolist()]}")
     assert first.min() > 0.5, "the training gate must be open on the concept token at step 0"
     print(f"lowest gate per step {[round(float(g.min()), 3) for g in gates]}")
+    assert torch.cat(gates).min() > 0.5, "and it stays open while the fit runs"
