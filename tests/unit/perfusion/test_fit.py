@@ -196,3 +196,40 @@ def test_training_gate_on_the_concept_token_is_open_from_the_first_step(
     assert first.min() > 0.5, "the training gate must be open on the concept token at step 0"
     print(f"lowest gate per step {[round(float(g.min()), 3) for g in gates]}")
     assert torch.cat(gates).min() > 0.5, "and it stays open while the fit runs"
+
+
+def test_fp16_pipeline_fits_without_fp16_in_the_gradient_path(tmp_path: Path, monkeypatch):
+    """Production loads fp16 on CUDA and fits under bf16 autocast; on the CPU the same path
+    runs with the device check forced. No tensor kept for backward may be fp16 (no gradient
+    scaling: small gradients would flush to zero), and the fp16 weights come back bit-exact."""
+    import workers.perfusion.fit as fit
+
+    pipe = make_tiny_pipeline(tmp_path).to(torch.float16)
+    cov = compute_covariance(pipe, CAPTIONS)
+    before = state_snapshot(pipe)
+    monkeypatch.setattr(fit, "bf16_autocast_supported", lambda device: True, raising=False)
+    saved: set[torch.dtype] = set()
+    micro_step = fit._micro_step
+
+    def spy_step(*args):
+        def pack(tensor):
+            saved.add(tensor.dtype)
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            return micro_step(*args)
+
+    monkeypatch.setattr(fit, "_micro_step", spy_step)
+    config = replace(TINY_FIT, steps=2, preview_every=2, preview_steps=1)
+    previews = []
+    concept = fit_concept(
+        pipe, make_images(), "<h>", "dog", config, cov, on_progress=lambda p: previews.append(p)
+    )
+    assert torch.bfloat16 in saved, "bf16 autocast ran"
+    assert torch.float16 not in saved, f"fp16 tensors in the gradient path: {saved}"
+    assert_bitwise_equal(state_snapshot(pipe), before)
+    assert {t.dtype for t in before.values() if t.is_floating_point()} == {torch.float16}
+    assert previews[-1].preview is not None
+    embed_init, _ = superclass_vectors(pipe, "dog")
+    assert (concept.token_embedding - embed_init).abs().max() > 1e-4
+    assert concept.training["mixed_precision"] is True
