@@ -61,7 +61,7 @@ class FitConfig:
     preview_every: int = 0
     preview_steps: int = 20
     checkpoint_every: int = 0
-    mixed_precision: bool = True  # bf16 autocast, CUDA only
+    mixed_precision: bool = True  # bf16 autocast where the device supports it (CUDA with bf16)
 
 
 @dataclass
@@ -276,6 +276,31 @@ def _frozen(modules: list[nn.Module]):
             m.train(mode)
 
 
+def bf16_autocast_supported(device: torch.device) -> bool:
+    """Whether the fit runs under bf16 autocast on `device`: CUDA devices with bf16."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@contextlib.contextmanager
+def _fp32_weights(modules: list[nn.Module]):
+    """fp16 modules in fp32 for the fit, back to fp16 afterwards (exact: fp32 holds every fp16).
+
+    The gradients of the token embedding and o*_V then never pass through an fp16 tensor:
+    without gradient scaling, fp16 flushes small gradients to zero. bf16 and fp32 modules are
+    left as they are (bf16 has fp32's range).
+    """
+    tensors = [
+        t for m in modules for t in (*m.parameters(), *m.buffers()) if t.dtype == torch.float16
+    ]
+    try:
+        for tensor in tensors:
+            tensor.data = tensor.data.float()
+        yield
+    finally:
+        for tensor in tensors:
+            tensor.data = tensor.data.half()
+
+
 def fit_concept(
     pipe: StableDiffusionPipeline,
     images: list[Image.Image],
@@ -307,13 +332,13 @@ def fit_concept(
 
     device = pipe.unet.device
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    use_amp = config.mixed_precision and device.type == "cuda"
+    use_amp = config.mixed_precision and bf16_autocast_supported(device)
     cinv = covariance.inverse.to(device, torch.float32)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     layers = cross_attention_layers(pipe.unet)
     modules = [pipe.unet, pipe.vae, pipe.text_encoder]
 
-    with _frozen(modules):
+    with _frozen(modules), _fp32_weights(modules):
         latents, weights = encode_training_images(pipe, images, masks, resolution)
         embed_init, e_super = superclass_vectors(pipe, superclass)
         o_k = {n: key_target(a, e_super)[None] for n, a in layers.items()}
@@ -488,7 +513,7 @@ def _micro_step(
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     with amp:
         encodings = pipe.text_encoder(ids)[0]
         noisy = scheduler.add_noise(clean, noise, timesteps)
