@@ -233,3 +233,28 @@ def test_fp16_pipeline_fits_without_fp16_in_the_gradient_path(tmp_path: Path, mo
     embed_init, _ = superclass_vectors(pipe, "dog")
     assert (concept.token_embedding - embed_init).abs().max() > 1e-4
     assert concept.training["mixed_precision"] is True
+
+
+def test_o_k_is_locked_although_the_loss_depends_on_it(tiny_pipe, tiny_cov, monkeypatch):
+    """o*_K gets a gradient (gate open: a trained o*_K would move), yet stays W_k e_super."""
+    import workers.perfusion.fit as fit
+
+    keys: list[dict[str, torch.Tensor]] = []
+    install = fit.install_processors
+
+    def spy_install(unet, edit, o_k, *args):
+        for tensor in o_k.values():
+            tensor.requires_grad_(True)  # only to observe its gradient; no optimiser sees it
+        keys.append({n: t.detach().clone() for n, t in o_k.items()})
+        keys.append(o_k)
+        return install(unet, edit, o_k, *args)
+
+    monkeypatch.setattr(fit, "install_processors", spy_install)
+    concept = fit_concept(tiny_pipe, make_images(), "<k>", "dog", TINY_FIT, tiny_cov)
+    start, live = keys
+    _, e_super = superclass_vectors(tiny_pipe, "dog")
+    for name, attn in cross_attention_layers(tiny_pipe.unet).items():
+        assert live[name].grad is not None and live[name].grad.abs().max() > 0, name
+        assert torch.equal(live[name].detach(), start[name])
+        assert torch.equal(concept.o_k[name], start[name][0])
+        assert torch.equal(concept.o_k[name], key_target(attn, e_super))
