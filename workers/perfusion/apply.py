@@ -15,34 +15,60 @@ from .concept import Concept, ConceptMismatch, load_concept, validate_concept
 from .pipeline import TokenPatch, cross_attention_layers, model_fingerprint
 from .processor import PerfusionAttnProcessor, TextSpaceEdit, make_text_edit
 
-BETA_WEAKEST = 0.9
-BETA_STRONGEST = 0.5
+DEFAULT_BETA = 0.7
 DEFAULT_TAU = 0.15
 
 
 @dataclass
 class ConceptControl:
-    """Inference gate of one concept: lower beta = stronger concept, tau = gate softness."""
+    """Inference controls of one concept.
+
+    `beta`, `tau`: the gate σ((s − β)/τ); lower beta = stronger concept, tau = gate softness.
+    `value` (λ): where the gated value target sits on the line from the superclass's value to
+    the trained one, o*_V(λ) = W_v e_super + λ (o*_V − W_v e_super): 0 = the superclass word's
+    value, 1 = the trained o*_V, 2 = twice its personal part. The key target stays locked.
+    """
 
     beta: float = 0.7
     tau: float = DEFAULT_TAU
+    value: float = 1.0
 
 
 def strength_to_control(strength: float) -> ConceptControl:
-    """Map strength in [0, 1] linearly onto beta: 0 → 0.9 (weakest), 0.5 → 0.7, 1 → 0.5.
+    """Map strength in [0, 1] onto the value target, λ = 2·strength, at the default gate.
 
-    0.5 gives the paper's default beta 0.7; tau stays at 0.15 (above the training tau 0.1).
+    0 gives the superclass's value W_v e_super (with the locked key W_k e_super, the concept
+    token then stands for the superclass: barely personal), 0.5 the trained o*_V (the paper's
+    concept at its default gate β 0.7, τ 0.15), 1 twice the trained personal part. The image
+    moves monotonically with strength; the gate does not, so prompts without the concept see
+    the same (closed) gate at every strength. The paper's β alone, 0.9 → 0.5, moved the
+    concept token's own gate only from 0.66 to 0.97: a slider with no visible effect.
     """
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
-    beta = BETA_WEAKEST - strength * (BETA_WEAKEST - BETA_STRONGEST)
-    return ConceptControl(beta=beta, tau=DEFAULT_TAU)
+    return ConceptControl(beta=DEFAULT_BETA, tau=DEFAULT_TAU, value=2.0 * strength)
 
 
 def key_target(attn: Attention, e_super: torch.Tensor) -> torch.Tensor:
     """Locked key target o*_K = W_k e_super (float32, no bias)."""
     weight = attn.to_k.weight
     return F.linear(e_super.to(weight.device, torch.float32), weight.float())
+
+
+def value_targets(
+    concept: Concept, pipe: StableDiffusionPipeline, value: float
+) -> dict[str, torch.Tensor]:
+    """The gated value targets o*_V(λ) = W_v e_super + λ (o*_V − W_v e_super) per layer, fp32."""
+    device = pipe.unet.device
+    targets = {}
+    for name, attn in cross_attention_layers(pipe.unet).items():
+        trained = concept.o_v[name].to(device, torch.float32)
+        if value != 1.0:
+            weight = attn.to_v.weight
+            superclass = F.linear(concept.e_super.to(weight.device, torch.float32), weight.float())
+            trained = superclass + value * (trained - superclass)
+        targets[name] = trained
+    return targets
 
 
 def key_targets(concept: Concept, pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
@@ -57,8 +83,13 @@ def install_processors(
     edit: TextSpaceEdit,
     o_k: dict[str, torch.Tensor],
     o_v: dict[str, list[torch.Tensor]],
+    tokens: TokenPatch,
 ) -> dict[str, object]:
-    """Swap a PerfusionAttnProcessor onto every cross-attention layer; return the originals."""
+    """Swap a PerfusionAttnProcessor onto every cross-attention layer; return the originals.
+
+    The edit applies at the real tokens of the prompts the patched text encoder encodes.
+    """
+    edit.positions = tokens.real_tokens
     original = dict(unet.attn_processors)
     swapped = dict(original)
     for name in cross_attention_layers(unet):
@@ -78,8 +109,10 @@ class AppliedConcepts:
         tokens: TokenPatch,
         original_processors: dict[str, object],
         global_locking: bool,
+        controls: list[ConceptControl],
     ) -> None:
         self.pipe = pipe
+        self.controls = controls
         self.concepts = concepts
         self.edit = edit
         self.tokens = tokens
@@ -145,14 +178,15 @@ def apply_concepts(
     layers = cross_attention_layers(pipe.unet)
     all_o_k = [key_targets(c, pipe) for c in concepts]
     o_k = {n: torch.stack([k[n].to(device, torch.float32) for k in all_o_k]) for n in layers}
-    o_v = {n: [c.o_v[n].to(device, torch.float32) for c in concepts] for n in layers}
+    all_o_v = [value_targets(c, pipe, ctl.value) for c, ctl in zip(concepts, controls, strict=True)]
+    o_v = {n: [v[n] for v in all_o_v] for n in layers}
     patch = TokenPatch.add(pipe, tokens, vectors)
     try:
-        original = install_processors(pipe.unet, edit, o_k, o_v)
+        original = install_processors(pipe.unet, edit, o_k, o_v, patch)
     except Exception:
         patch.remove()
         raise
-    handle = AppliedConcepts(pipe, concepts, edit, patch, original, global_locking)
+    handle = AppliedConcepts(pipe, concepts, edit, patch, original, global_locking, controls)
     pipe._perfusion_applied = handle
     return handle
 

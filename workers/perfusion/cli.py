@@ -40,6 +40,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     if not files:
         raise SystemExit(f"no images in {args.images}")
     images = [Image.open(p).convert("RGB") for p in files]
+    masks = _masks(Path(args.masks), files, images) if args.masks else None
     pipe = load_pipeline(args.base, _device())
     captions = read_captions(Path(args.captions)) if args.captions else None
     cov = get_covariance(pipe, captions, cache_dir=args.cache_dir, progress=True)
@@ -57,11 +58,33 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             bar.set_postfix(loss=f"{p.loss:.4f}")
 
         concept = fit_concept(
-            pipe, images, args.token, args.superclass, config, cov, on_progress=progress
+            pipe,
+            images,
+            args.token,
+            args.superclass,
+            config,
+            cov,
+            masks=masks,
+            on_progress=progress,
         )
     data = concept_to_bytes(concept)
     Path(args.out).write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes)")
+
+
+def _masks(folder: Path, files: list[Path], images: list[Image.Image]) -> list[Image.Image]:
+    """One mask per photo: `folder`/<photo stem>.<any image suffix>, greyscale loss weight
+    (white = subject); a photo without one gets a uniform mask."""
+    if not folder.is_dir():
+        raise SystemExit(f"no mask folder {folder}")
+    by_stem = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = []
+    for path, image in zip(files, images, strict=True):
+        mask = by_stem.get(path.stem)
+        masks.append(Image.open(mask).convert("L") if mask else Image.new("L", image.size, 255))
+    if not any(p.stem in by_stem for p in files):
+        raise SystemExit(f"no mask in {folder} is named like a photo in the images folder")
+    return masks
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -149,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=4)
     fit.add_argument("--grad-accum", type=int, default=4)
     fit.add_argument("--resolution", type=int, default=None)
+    fit.add_argument("--masks", help="folder of subject masks named like the photos (optional)")
     fit.add_argument("--captions")
     fit.add_argument("--cache-dir", type=Path)
     fit.set_defaults(func=_cmd_fit)

@@ -19,7 +19,14 @@ from torch import nn
 from .apply import install_processors, key_target
 from .concept import Concept, ConceptMismatch
 from .covariance import Covariance
-from .pipeline import TokenPatch, base_model_id, cross_attention_layers, model_fingerprint
+from .pipeline import (
+    TokenPatch,
+    base_model_id,
+    cross_attention_layers,
+    encode_ids,
+    model_fingerprint,
+    tokenize,
+)
 from .processor import TextSpaceEdit, make_text_edit, score_and_energy
 
 TEMPLATES = (
@@ -54,7 +61,7 @@ class FitConfig:
     preview_every: int = 0
     preview_steps: int = 20
     checkpoint_every: int = 0
-    mixed_precision: bool = True  # bf16 autocast, CUDA only
+    mixed_precision: bool = True  # bf16 autocast where the device supports it (CUDA with bf16)
 
 
 @dataclass
@@ -171,38 +178,71 @@ def encode_training_images(
     return torch.stack(latents), torch.stack(weights)
 
 
+def _template_encodings(
+    pipe: StableDiffusionPipeline, word: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (T, L) and encodings (T, L, D) of every training template filled with `word`."""
+    ids, _ = tokenize(pipe, [template.format(word) for template in TEMPLATES])
+    with torch.no_grad():
+        encodings = encode_ids(pipe, ids).float()
+    return ids, encodings
+
+
 def superclass_vectors(
     pipe: StableDiffusionPipeline, superclass: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input embedding, encoding) of the superclass word, float32.
+    """(input embedding, encoding e_super) of the superclass word, float32.
 
-    A multi-token word gets the mean of its token embeddings, and the encoding at its last token
-    in "a photo of a {superclass}" (CLIP is causal, so that position has seen the whole word).
+    A multi-token word gets the mean of its token embeddings. e_super is the mean over the
+    training templates of the encoding at the word's last token (CLIP is causal, so that
+    position has seen the whole word): the prompts the fit uses, so o*_K = W_k e_super is the
+    superclass's key in the same contexts as the concept's.
     """
-    tokenizer = pipe.tokenizer
-    word_ids = tokenizer(superclass, add_special_tokens=False).input_ids
+    word_ids = pipe.tokenizer(superclass, add_special_tokens=False).input_ids
     if not word_ids:
         raise ValueError(f"superclass {superclass!r} has no tokens")
     table = pipe.text_encoder.get_input_embeddings().weight
     embedding = table[torch.tensor(word_ids, device=table.device)].float().mean(0)
-    ids = tokenizer(
-        TEMPLATES[0].format(superclass),
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids[0]
-    last = _last_match(ids.tolist(), word_ids)
-    with torch.no_grad():
-        encoding = pipe.text_encoder(ids[None].to(pipe.text_encoder.device))[0][0, last].float()
-    return embedding.detach(), encoding
+    ids, encodings = _template_encodings(pipe, superclass)
+    rows = [(k, _last_match(row.tolist(), word_ids)) for k, row in enumerate(ids)]
+    rows = [(k, last) for k, last in rows if last is not None]  # not cut off by truncation
+    if not rows:
+        raise ValueError(f"superclass {superclass!r} does not fit in the prompt length")
+    e_super = torch.stack([encodings[k, last] for k, last in rows]).mean(0)
+    return embedding.detach(), e_super
 
 
-def _last_match(ids: list[int], word: list[int]) -> int:
+def concept_token_encoding(
+    pipe: StableDiffusionPipeline, token: str, token_id: int, cinv: torch.Tensor
+) -> torch.Tensor:
+    """The initial i*: the point of the concept token's template encodings' affine hull with
+    the least P-norm (P = C⁻¹), float32.
+
+    Every training template's encoding e_t of the token is then i* plus a P-orthogonal rest,
+    so s(e_t) = 1 for all of them at step 0 (the training gate open), however many tokens the
+    superclass word has. Their plain mean gives s from ~0.1 to ~3.5 across the templates on the
+    toy world, where the prefix words move the token's encoding along low-variance directions.
+    """
+    ids, encodings = _template_encodings(pipe, token)
+    rows = encodings[ids.to(encodings.device) == token_id].double()
+    if rows.shape[0] == 0:
+        raise ValueError(f"concept token {token!r} does not fit in the prompt length")
+    p = cinv.double().to(rows.device)
+    origin, spread = rows[0], rows[1:] - rows[:1]
+    if spread.shape[0] == 0:
+        return rows[0].float()
+    # minimise (o + cᵀ S) P (o + cᵀ S)ᵀ over c: (S P Sᵀ) c = -S P o (least squares: S may be
+    # rank deficient when two templates give the token the same encoding)
+    coeffs = torch.linalg.lstsq(spread @ p @ spread.T, -(spread @ p @ origin)).solution
+    return (origin + coeffs @ spread).float()
+
+
+def _last_match(ids: list[int], word: list[int]) -> int | None:
+    """Position of the last token of the last occurrence of `word` in `ids`, or None."""
     for start in range(len(ids) - len(word), -1, -1):
         if ids[start : start + len(word)] == word:
             return start + len(word) - 1
-    raise ValueError("superclass tokens not found in the prompt")
+    return None
 
 
 def _refresh(edit: TextSpaceEdit, i_star: torch.Tensor, cinv: torch.Tensor) -> None:
@@ -236,6 +276,31 @@ def _frozen(modules: list[nn.Module]):
             m.train(mode)
 
 
+def bf16_autocast_supported(device: torch.device) -> bool:
+    """Whether the fit runs under bf16 autocast on `device`: CUDA devices with bf16."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@contextlib.contextmanager
+def _fp32_weights(modules: list[nn.Module]):
+    """fp16 modules in fp32 for the fit, back to fp16 afterwards (exact: fp32 holds every fp16).
+
+    The gradients of the token embedding and o*_V then never pass through an fp16 tensor:
+    without gradient scaling, fp16 flushes small gradients to zero. bf16 and fp32 modules are
+    left as they are (bf16 has fp32's range).
+    """
+    tensors = [
+        t for m in modules for t in (*m.parameters(), *m.buffers()) if t.dtype == torch.float16
+    ]
+    try:
+        for tensor in tensors:
+            tensor.data = tensor.data.float()
+        yield
+    finally:
+        for tensor in tensors:
+            tensor.data = tensor.data.half()
+
+
 def fit_concept(
     pipe: StableDiffusionPipeline,
     images: list[Image.Image],
@@ -267,13 +332,13 @@ def fit_concept(
 
     device = pipe.unet.device
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    use_amp = config.mixed_precision and device.type == "cuda"
+    use_amp = config.mixed_precision and bf16_autocast_supported(device)
     cinv = covariance.inverse.to(device, torch.float32)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     layers = cross_attention_layers(pipe.unet)
     modules = [pipe.unet, pipe.vae, pipe.text_encoder]
 
-    with _frozen(modules):
+    with _frozen(modules), _fp32_weights(modules):
         latents, weights = encode_training_images(pipe, images, masks, resolution)
         embed_init, e_super = superclass_vectors(pipe, superclass)
         o_k = {n: key_target(a, e_super)[None] for n, a in layers.items()}
@@ -288,8 +353,6 @@ def fit_concept(
         }
         start = resume.token_embedding if resume is not None else embed_init
         embedding = nn.Parameter(start.to(device, torch.float32).clone().reshape(1, dim))
-        i_star = (resume.i_star if resume is not None else e_super).to(device, torch.float32)
-        i_star = i_star.clone()
         optimizer = torch.optim.AdamW(
             [
                 {"params": [embedding], "lr": config.lr_embedding},
@@ -306,19 +369,25 @@ def fit_concept(
             losses = list(resume.losses)
             first_step = resume.step
 
-        score, energy = score_and_energy(i_star, cinv)
-        edit = make_text_edit(
-            i_star[None],
-            score[None],
-            torch.tensor([energy], device=device),
-            [config.train_beta],
-            [config.train_tau],
-        )
         patch = TokenPatch.add(pipe, [token], embedding)
         token_id = patch.token_ids[0]
-        original = install_processors(pipe.unet, edit, o_k, {n: [p] for n, p in o_v.items()})
-        started = time.monotonic()
+        original = None
         try:
+            if resume is not None:
+                i_star = resume.i_star.to(device, torch.float32).clone()
+            else:
+                i_star = concept_token_encoding(pipe, token, token_id, cinv)
+            score, energy = score_and_energy(i_star, cinv)
+            edit = make_text_edit(
+                i_star[None],
+                score[None],
+                torch.tensor([energy], device=device),
+                [config.train_beta],
+                [config.train_tau],
+            )
+            layer_v = {n: [p] for n, p in o_v.items()}
+            original = install_processors(pipe.unet, edit, o_k, layer_v, patch)
+            started = time.monotonic()
             for step in range(first_step, config.steps):
                 if should_cancel is not None and should_cancel():
                     raise FitCanceled(f"canceled at step {step}/{config.steps}")
@@ -380,7 +449,8 @@ def fit_concept(
                         )
                     )
         finally:
-            pipe.unet.set_attn_processor(dict(original))
+            if original is not None:
+                pipe.unet.set_attn_processor(dict(original))
             patch.remove()
 
     score, energy = score_and_energy(i_star, cinv)
@@ -443,7 +513,7 @@ def _micro_step(
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     with amp:
         encodings = pipe.text_encoder(ids)[0]
         noisy = scheduler.add_noise(clean, noise, timesteps)

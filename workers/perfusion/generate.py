@@ -46,24 +46,6 @@ def superclass_key_states(pipe: StableDiffusionPipeline, prompt: str, applied: A
     return encoding[:, align]
 
 
-def _real_token_positions(
-    pipe: StableDiffusionPipeline, prompt: str, negative_prompt: str, n: int, use_cfg: bool
-) -> torch.Tensor:
-    """(B, L) bool mask of non-padding positions, in the batch order of `encode_prompt`."""
-
-    def mask(text: str) -> torch.Tensor:
-        tokens = pipe.tokenizer(
-            text,
-            padding="max_length",
-            max_length=pipe.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return tokens.attention_mask.bool().repeat(n, 1)
-
-    return torch.cat([mask(negative_prompt), mask(prompt)]) if use_cfg else mask(prompt)
-
-
 def generate(
     pipe: StableDiffusionPipeline,
     prompt: str,
@@ -94,10 +76,6 @@ def generate(
             prompt_embeds, negative_embeds = pipe.encode_prompt(
                 prompt, device, n, use_cfg, negative_prompt
             )
-            if active is not None:
-                active.edit.positions = _real_token_positions(
-                    pipe, prompt, negative_prompt, n, use_cfg
-                ).to(device)
             if active is not None and active.global_locking:
                 keys = superclass_key_states(pipe, prompt, active).to(prompt_embeds.dtype)
                 keys = keys.repeat_interleave(n, dim=0)
@@ -124,6 +102,5 @@ def generate(
     finally:
         if active is not None:
             active.edit.key_states = None
-            active.edit.positions = None
         if applied is not None:
             applied.remove()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import warnings
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,9 +130,85 @@ def _patched_tokenizer(tokenizer: object, tokens: tuple[str, ...]) -> object:
     return patched
 
 
+def real_token_mask(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """(B, L) bool: BOS, the prompt's tokens and its first EOS; False on the padding after it.
+
+    The one definition of "the prompt's real tokens": the positions the covariance C is measured
+    on and the only positions the Perfusion edit touches, in fitting and every inference path.
+    """
+    is_eos = (input_ids == eos_token_id).long()
+    return (is_eos.cumsum(-1) - is_eos) == 0  # no EOS strictly before the position
+
+
+class RealTokens:
+    """Finds the real-token mask of the text encodings that reach the UNet.
+
+    A forward hook on the text encoder records each call's output with its mask. The UNet sees
+    those outputs as they are (the fit), or rows of them repeated per image and concatenated
+    with the negative prompt's (StableDiffusionPipeline): `mask_for` matches each row by
+    identity, else by content, so no caller has to pass positions. A row that matches nothing
+    (encodings made elsewhere, e.g. clip_skip or prompt weighting) is edited at every position,
+    with a warning.
+    """
+
+    def __init__(self, eos_token_id: int, keep: int = 8) -> None:
+        self.eos_token_id = eos_token_id
+        self._seen: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=keep)
+        self._last: tuple[torch.Tensor, int, torch.Tensor] | None = None
+
+    def record(self, input_ids: torch.Tensor, encodings: torch.Tensor) -> None:
+        """Remember one text-encoder call: (B, L) ids and their (B, L, D) encodings."""
+        mask = real_token_mask(input_ids, self.eos_token_id).to(encodings.device)
+        self._seen.append((encodings.detach(), mask))
+
+    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        """`register_forward_hook(..., with_kwargs=True)` callback for the text encoder."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        encodings = output[0]  # last_hidden_state, for a ModelOutput or a tuple
+        if isinstance(ids, torch.Tensor) and tuple(ids.shape) == tuple(encodings.shape[:2]):
+            self.record(ids, encodings)
+
+    def mask_for(self, e: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool mask of the real tokens of encodings `e` (B, L, D)."""
+        last = self._last
+        if last is not None and last[0] is e and last[1] == e._version:
+            return last[2]
+        mask = self._find(e)
+        self._last = (e, e._version, mask)
+        return mask
+
+    def _find(self, e: torch.Tensor) -> torch.Tensor:
+        for encodings, mask in self._seen:
+            if encodings is e:
+                return mask
+        rows = torch.ones(e.shape[:2], dtype=torch.bool, device=e.device)
+        found = torch.zeros(e.shape[0], dtype=torch.bool, device=e.device)
+        with torch.no_grad():
+            for encodings, mask in self._seen:
+                if encodings.shape[1:] != e.shape[1:]:
+                    continue
+                same = (encodings.to(e.device, e.dtype)[None] == e[:, None]).flatten(2).all(-1)
+                hit = same.any(1) & ~found  # (B,): row b equals some recorded row
+                if hit.any():
+                    rows[hit] = mask.to(e.device)[same[hit].int().argmax(1)]
+                    found |= hit
+                if found.all():
+                    return rows
+        warnings.warn(
+            "Perfusion: text encodings not produced by this pipeline's text encoder reach the "
+            "UNet; their padding positions are edited too",
+            stacklevel=2,
+        )
+        return rows
+
+
 @dataclass
 class TokenPatch:
-    """Concept tokens added to a copy of the tokenizer and spliced into the text encoder."""
+    """Concept tokens added to a copy of the tokenizer and spliced into the text encoder.
+
+    While installed it also records the real-token masks of the text encoder's outputs
+    (`real_tokens`), which the Perfusion processors read.
+    """
 
     pipe: StableDiffusionPipeline
     tokens: list[str]
@@ -138,6 +216,8 @@ class TokenPatch:
     original_embedding: nn.Module
     token_ids: list[int] = field(default_factory=list)
     embedding: ExtendedEmbedding | None = None
+    real_tokens: RealTokens | None = None
+    _hook: object | None = None
 
     @classmethod
     def add(
@@ -154,14 +234,19 @@ class TokenPatch:
         patched = _patched_tokenizer(tokenizer, tuple(tokens))
         token_ids = [patched.convert_tokens_to_ids(t) for t in tokens]
         embedding = ExtendedEmbedding(base, token_ids, vectors).to(base.weight.device)
+        real_tokens = RealTokens(tokenizer.eos_token_id)
+        hook = pipe.text_encoder.register_forward_hook(real_tokens.hook, with_kwargs=True)
         pipe.tokenizer = patched
         pipe.text_encoder.set_input_embeddings(embedding)
-        return cls(pipe, list(tokens), tokenizer, base, token_ids, embedding)
+        return cls(pipe, list(tokens), tokenizer, base, token_ids, embedding, real_tokens, hook)
 
     def remove(self) -> None:
-        """Put back the original tokenizer object and embedding module."""
+        """Put back the original tokenizer object and embedding module, drop the hook."""
         self.pipe.tokenizer = self.original_tokenizer
         self.pipe.text_encoder.set_input_embeddings(self.original_embedding)
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
 
 def encode_ids(pipe: StableDiffusionPipeline, input_ids: torch.Tensor) -> torch.Tensor:
@@ -171,12 +256,13 @@ def encode_ids(pipe: StableDiffusionPipeline, input_ids: torch.Tensor) -> torch.
 
 
 def tokenize(pipe: StableDiffusionPipeline, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded, truncated token ids and attention mask, as the SD pipeline tokenizes prompts."""
-    out = pipe.tokenizer(
+    """Padded, truncated token ids and real-token mask, as the SD pipeline tokenizes prompts."""
+    tokenizer = pipe.tokenizer
+    ids = tokenizer(
         texts,
         padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
+        max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
-    )
-    return out.input_ids, out.attention_mask
+    ).input_ids
+    return ids, real_token_mask(ids, tokenizer.eos_token_id)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
+from .pipeline import RealTokens
+
 
 @dataclass
 class TextSpaceEdit:
@@ -31,11 +33,12 @@ class TextSpaceEdit:
     beta: torch.Tensor  # (m,)
     tau: torch.Tensor  # (m,)
     key_states: torch.Tensor | None = None  # global locking: K pathway input, or None
-    positions: torch.Tensor | None = None
-    """(B, L) mask of the token positions the edit applies to, or None for all. `generate`
-    sets it to the prompt's real tokens (BOS, words, first EOS): the positions C was measured
-    on. Padding lies outside C's distribution, where s(e) is not ~0, so editing it would move
-    prompts that do not contain the concept."""
+    positions: RealTokens | None = None
+    """Where the edit applies: the real tokens (BOS, words, first EOS) of each encoding, the
+    positions C was measured on; None = every position. Set from the TokenPatch by fitting and
+    `apply_concepts`, so fitting, previews, `generate` and plain `pipe(...)` calls all edit the
+    same positions. Padding lies outside C's distribution, where s(e) is not ~0: editing it
+    would move prompts that do not contain the concept."""
 
 
 def concept_basis(
@@ -88,10 +91,15 @@ def score_and_energy(i_star: torch.Tensor, cinv: torch.Tensor) -> tuple[torch.Te
 
 
 def edited_projection(
-    linear: torch.nn.Module, e: torch.Tensor, edit: TextSpaceEdit, targets: torch.Tensor
+    linear: torch.nn.Module,
+    e: torch.Tensor,
+    edit: TextSpaceEdit,
+    targets: torch.Tensor,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """h(e) for one projection (to_k or to_v); `targets` is (m, out), o*_j per row.
 
+    `positions` (B, L) bool: where to edit; elsewhere the output is the plain `linear(e)`.
     The linear layer is called with the module's own weights (bias, if any, is kept).
     The scores and the removal run in float32 with autocast off: P can be badly conditioned.
     """
@@ -103,9 +111,8 @@ def edited_projection(
         added = gate @ targets.float()
     out = linear(removed.to(e.dtype))
     out = out + added.to(out.dtype)
-    mask = edit.positions
-    if mask is not None and tuple(mask.shape) == tuple(e.shape[:2]):
-        out = torch.where(mask[..., None].to(out.device), out, linear(e))
+    if positions is not None:
+        out = torch.where(positions[..., None].to(out.device), out, linear(e))
     return out
 
 
@@ -155,14 +162,17 @@ class PerfusionAttnProcessor:
             and cached[1] == encoder_hidden_states._version
         ):
             return cached[2], cached[3]
-        key_states = self.edit.key_states
+        edit = self.edit
+        positions = (
+            None if edit.positions is None else edit.positions.mask_for(encoder_hidden_states)
+        )
+        key_states = edit.key_states
         if key_states is not None and key_states.shape == encoder_hidden_states.shape:
             key = attn.to_k(key_states.to(encoder_hidden_states.dtype))
         else:
-            key = edited_projection(attn.to_k, encoder_hidden_states, self.edit, self.o_k)
-        value = edited_projection(
-            attn.to_v, encoder_hidden_states, self.edit, torch.stack(list(self.o_v))
-        )
+            key = edited_projection(attn.to_k, encoder_hidden_states, edit, self.o_k, positions)
+        o_v = torch.stack(list(self.o_v))
+        value = edited_projection(attn.to_v, encoder_hidden_states, edit, o_v, positions)
         if torch.is_grad_enabled():
             self._cached = None
         else:

@@ -1,5 +1,6 @@
 """The edit's algebra, checked on random tensors and on the tiny model's covariance."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -102,7 +103,71 @@ def test_positions_outside_the_mask_get_the_unedited_projection():
     """Padding is outside the distribution C describes: `generate` leaves it unedited."""
     _, i_star, linear, target, edit = one_concept(seed=4, beta=-100.0, tau=1.0)
     e = torch.stack([i_star, i_star, torch.randn(D)])[None]  # (1, 3, D)
-    edit.positions = torch.tensor([[True, False, False]])
-    out = edited_projection(linear, e, edit, target[None])[0]
+    positions = torch.tensor([[True, False, False]])
+    out = edited_projection(linear, e, edit, target[None], positions)[0]
     torch.testing.assert_close(out[0], target, atol=1e-5, rtol=1e-5)  # edited
     torch.testing.assert_close(out[1:], linear(e[0, 1:]))  # untouched, even i* itself
+
+
+def test_saturated_gate_processor_attends_with_o_k_and_reads_o_v():
+    """Through PerfusionAttnProcessor: K from o*_K, V from o*_V (a swap would change the output)."""
+    from diffusers.models.attention_processor import Attention
+
+    from workers.perfusion.processor import PerfusionAttnProcessor
+
+    torch.manual_seed(0)
+    cinv, i_star, _, _, edit = one_concept(seed=5, beta=-100.0, tau=1.0)  # gate == 1
+    attn = Attention(query_dim=16, cross_attention_dim=D, heads=2, dim_head=8).eval()
+    o_k, o_v = torch.randn(1, 16), torch.randn(16)
+    attn.set_processor(PerfusionAttnProcessor(edit, o_k, [o_v]))
+    hidden = torch.randn(1, 5, 16)
+    text = torch.stack([i_star, torch.randn(D), 0.5 * i_star + torch.randn(D)])[None]
+
+    def reference(key_target, value_target):
+        key = single_concept_projection(attn.to_k.weight, text, i_star, cinv, key_target, -100, 1)
+        value = single_concept_projection(
+            attn.to_v.weight, text, i_star, cinv, value_target, -100, 1
+        )
+        q = attn.to_q(hidden).view(1, -1, 2, 8).transpose(1, 2)
+        k, v = (t.view(1, -1, 2, 8).transpose(1, 2) for t in (key, value))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return attn.to_out[0](out.transpose(1, 2).reshape(1, -1, 16))
+
+    with torch.no_grad():
+        got = attn(hidden, encoder_hidden_states=text)
+        want, swapped = reference(o_k[0], o_v), reference(o_v, o_k[0])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert (want - swapped).abs().max() > 1e-2  # the check can tell K from V
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_each_of_several_concepts_gates_its_own_token_like_the_one_concept_formula(m):
+    """m concepts, each with its own beta/tau: on concept j's token the output is concept j's
+    one-concept h(e), plus the other concepts' closed-gate leaks (s_k = 0 on it by design)."""
+    g = torch.Generator().manual_seed(10 + m)
+    cinv = random_spd(D, 7)
+    raw = torch.randn(m, D, generator=g)
+    basis, _ = concept_basis(raw, raw @ cinv)  # P-orthonormal: s_k(i*_j) = 0 for k != j
+    i_stars = basis.T * torch.tensor([2.0, 0.7, 1.3][:m])[:, None]
+    betas, taus = [0.7, 0.9, 0.5][:m], [0.1, 0.05, 0.2][:m]
+    targets = torch.randn(m, OUT, generator=g)
+    scores, energies = zip(*(score_and_energy(i, cinv) for i in i_stars), strict=True)
+    edit = make_text_edit(i_stars, torch.stack(scores), torch.tensor(energies), betas, taus)
+    linear = nn.Linear(D, OUT, bias=False)
+    e = i_stars[:, None] + 0.0  # (m, 1, D): concept j's token in row j
+    out = edited_projection(linear, e, edit, targets)[:, 0]
+    for j in range(m):
+        own = single_concept_projection(
+            linear.weight, i_stars[j], i_stars[j], cinv, targets[j], betas[j], taus[j]
+        )
+        leaks = sum(
+            torch.sigmoid(torch.tensor(-betas[k] / taus[k])) * targets[k]
+            for k in range(m)
+            if k != j
+        )
+        torch.testing.assert_close(out[j], own + leaks, atol=1e-4, rtol=1e-4, msg=f"concept {j}")
+    # and with the concepts' gates exchanged the check fails
+    swapped = make_text_edit(
+        i_stars, torch.stack(scores), torch.tensor(energies), betas[::-1], taus[::-1]
+    )
+    assert (edited_projection(linear, e, swapped, targets)[:, 0] - out).abs().max() > 1e-2

@@ -60,3 +60,31 @@ def test_covariance_is_cached_per_base_model(tmp_path: Path):
     other = get_covariance(pipe, CAPTIONS[50:100], cache_dir=tmp_path)
     assert other.fingerprint != first.fingerprint
     assert len(list(tmp_path.glob("covariance-*.safetensors"))) == 2
+
+
+def test_fit_with_masks_weights_the_loss(tmp_path: Path, monkeypatch):
+    """`perfusion fit --masks DIR`: a mask named like a photo weights that photo's loss."""
+    model = tmp_path / "model"
+    make_tiny_pipeline(tmp_path / "tok").save_pretrained(model)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for k, image in enumerate(make_images(2)):
+        image.save(images / f"{k}.png")
+    centre = Image.new("L", (16, 16), 0)
+    centre.paste(255, (4, 4, 12, 12))
+    centre.save(masks / "0.png")  # photo 1 has no mask: uniform weight
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(CAPTIONS))
+    monkeypatch.setenv("PERFUSION_CACHE", str(tmp_path / "cache"))
+    fit = ["fit", "--base", str(model), "--images", str(images), "--token", "<sks>"]
+    fit += ["--superclass", "dog", "--steps", "2", "--batch-size", "2", "--grad-accum", "1"]
+    fit += ["--captions", str(captions), "--resolution", "16"]
+    losses = {}
+    for name, extra in (("plain", []), ("masked", ["--masks", str(masks)])):
+        out = tmp_path / f"{name}.safetensors"
+        assert main([*fit, "--out", str(out), *extra]) == 0
+        concept = load_concept(out)
+        losses[name] = concept.training
+    assert losses["plain"]["masked"] is False and losses["masked"]["masked"] is True
+    assert losses["plain"]["final_loss"] != losses["masked"]["final_loss"]

@@ -208,3 +208,48 @@ def test_a_model_folder_can_ship_its_own_covariance_captions(tiny_pipe, tmp_path
         assert model_captions(tiny_pipe) == ["a red cat", "the blue sofa"]
     finally:
         del tiny_pipe._perfusion_base_id
+
+
+def test_sd15_shaped_score_survives_the_fp16_file(tmp_path, capsys):
+    """s(i*) = i*ᵀ score after a save/load round trip stays within 1 % of 1 (768-d, C from
+    captions over a random-weight CLIP layer): fp16 is precise enough for the four vectors."""
+    import random
+
+    from workers.perfusion import compute_covariance
+    from workers.perfusion.pipeline import encode_ids, tokenize
+    from workers.perfusion.processor import score_and_energy
+
+    tokenizer = write_tokenizer_files(tmp_path / "tok")
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=768,
+            num_attention_heads=12,
+            num_hidden_layers=1,
+            max_position_embeddings=16,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    pipe = SimpleNamespace(text_encoder=text_encoder, tokenizer=tokenizer)
+    rng = random.Random(0)
+    words = "a photo of the good image my dog cat red blue on in at with grass beach".split()
+    captions = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 14))) for _ in range(600)]
+    cov = compute_covariance(pipe, captions)
+    ids, _ = tokenize(pipe, ["a photo of a dog"])
+    with torch.no_grad():
+        i_star = encode_ids(pipe, ids)[0, 4].float()
+    score, energy = score_and_energy(i_star, cov.inverse)
+    concept = Concept(
+        token="<sks>", superclass="dog", token_embedding=i_star, i_star=i_star, e_super=i_star,
+        o_k={}, o_v={"x": torch.zeros(4)}, score=score, i_star_energy=energy,
+    )  # fmt: skip
+    loaded = concept_from_bytes(concept_to_bytes(concept))
+    assert loaded.score.dtype == torch.float32
+    s = float(loaded.i_star @ loaded.score)
+    with capsys.disabled():
+        print(f"\nSD1.5-shaped s(i*) after the fp16 file: {s:.6f}")
+    assert abs(s - 1) < 0.01

@@ -160,3 +160,101 @@ def test_soft_masks_weight_the_loss(tiny_pipe, tiny_cov):
         runs[name] = losses
     assert runs["full"] == pytest.approx(runs["none"], rel=1e-5)  # uniform mask = plain MSE
     assert runs["centre"] != pytest.approx(runs["none"], rel=1e-3)
+
+
+@pytest.mark.parametrize("superclass", ["dog", "teddy bear"])  # 1 token; 7 byte-level tokens
+def test_training_gate_on_the_concept_token_is_open_from_the_first_step(
+    tiny_pipe, tiny_cov, monkeypatch, superclass
+):
+    """s(e) ~ 1 on the concept token at step 0 (i* = its own encoding), whatever the superclass."""
+    import workers.perfusion.fit as fit
+
+    assert len(tiny_pipe.tokenizer(superclass, add_special_tokens=False).input_ids) == (
+        1 if superclass == "dog" else 7
+    )
+    edits, gates = [], []
+    install, micro_step = fit.install_processors, fit._micro_step
+
+    def spy_install(unet, edit, *args):
+        edits.append(edit)
+        return install(unet, edit, *args)
+
+    def spy_step(*args):
+        loss, encodings = micro_step(*args)
+        edit = edits[-1]
+        s = encodings @ edit.score[:, 0]
+        gates.append(torch.sigmoid((s - edit.beta[0]) / edit.tau[0]))
+        return loss, encodings
+
+    monkeypatch.setattr(fit, "install_processors", spy_install)
+    monkeypatch.setattr(fit, "_micro_step", spy_step)
+    config = replace(TINY_FIT, steps=4)
+    fit_concept(tiny_pipe, make_images(), "<gate>", superclass, config, tiny_cov)
+    assert len(gates) == 4
+    first = gates[0]
+    print(f"{superclass!r}: step-1 gates {[round(g, 3) for g in first.tolist()]}")
+    assert first.min() > 0.5, "the training gate must be open on the concept token at step 0"
+    print(f"lowest gate per step {[round(float(g.min()), 3) for g in gates]}")
+    assert torch.cat(gates).min() > 0.5, "and it stays open while the fit runs"
+
+
+def test_fp16_pipeline_fits_without_fp16_in_the_gradient_path(tmp_path: Path, monkeypatch):
+    """Production loads fp16 on CUDA and fits under bf16 autocast; on the CPU the same path
+    runs with the device check forced. No tensor kept for backward may be fp16 (no gradient
+    scaling: small gradients would flush to zero), and the fp16 weights come back bit-exact."""
+    import workers.perfusion.fit as fit
+
+    pipe = make_tiny_pipeline(tmp_path).to(torch.float16)
+    cov = compute_covariance(pipe, CAPTIONS)
+    before = state_snapshot(pipe)
+    monkeypatch.setattr(fit, "bf16_autocast_supported", lambda device: True, raising=False)
+    saved: set[torch.dtype] = set()
+    micro_step = fit._micro_step
+
+    def spy_step(*args):
+        def pack(tensor):
+            saved.add(tensor.dtype)
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            return micro_step(*args)
+
+    monkeypatch.setattr(fit, "_micro_step", spy_step)
+    config = replace(TINY_FIT, steps=2, preview_every=2, preview_steps=1)
+    previews = []
+    concept = fit_concept(
+        pipe, make_images(), "<h>", "dog", config, cov, on_progress=lambda p: previews.append(p)
+    )
+    assert torch.bfloat16 in saved, "bf16 autocast ran"
+    assert torch.float16 not in saved, f"fp16 tensors in the gradient path: {saved}"
+    assert_bitwise_equal(state_snapshot(pipe), before)
+    assert {t.dtype for t in before.values() if t.is_floating_point()} == {torch.float16}
+    assert previews[-1].preview is not None
+    embed_init, _ = superclass_vectors(pipe, "dog")
+    assert (concept.token_embedding - embed_init).abs().max() > 1e-4
+    assert concept.training["mixed_precision"] is True
+
+
+def test_o_k_is_locked_although_the_loss_depends_on_it(tiny_pipe, tiny_cov, monkeypatch):
+    """o*_K gets a gradient (gate open: a trained o*_K would move), yet stays W_k e_super."""
+    import workers.perfusion.fit as fit
+
+    keys: list[dict[str, torch.Tensor]] = []
+    install = fit.install_processors
+
+    def spy_install(unet, edit, o_k, *args):
+        for tensor in o_k.values():
+            tensor.requires_grad_(True)  # only to observe its gradient; no optimiser sees it
+        keys.append({n: t.detach().clone() for n, t in o_k.items()})
+        keys.append(o_k)
+        return install(unet, edit, o_k, *args)
+
+    monkeypatch.setattr(fit, "install_processors", spy_install)
+    concept = fit_concept(tiny_pipe, make_images(), "<k>", "dog", TINY_FIT, tiny_cov)
+    start, live = keys
+    _, e_super = superclass_vectors(tiny_pipe, "dog")
+    for name, attn in cross_attention_layers(tiny_pipe.unet).items():
+        assert live[name].grad is not None and live[name].grad.abs().max() > 0, name
+        assert torch.equal(live[name].detach(), start[name])
+        assert torch.equal(concept.o_k[name], start[name][0])
+        assert torch.equal(concept.o_k[name], key_target(attn, e_super))

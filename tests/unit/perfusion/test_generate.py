@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.unit.perfusion.conftest import pixels
 from workers.perfusion import (
@@ -17,6 +18,7 @@ from workers.perfusion import (
     save_concept,
     strength_to_control,
 )
+from workers.perfusion.pipeline import cross_attention_layers
 from workers.perfusion.processor import PerfusionAttnProcessor, score_and_energy
 
 PROMPTS = ["a red cat on grass", "the blue sofa at the beach", "my good image"]
@@ -69,22 +71,66 @@ def test_concepts_work_in_plain_diffusers_calls_and_context_manager(tiny_pipe, f
     remove_concepts(tiny_pipe)  # nothing applied: a no-op
 
 
-def test_strength_maps_monotonically_onto_beta():
-    betas = [strength_to_control(s).beta for s in (0.0, 0.5, 1.0)]
-    assert betas == pytest.approx([0.9, 0.7, 0.5])
+def value_targets_in_use(pipe) -> dict[str, torch.Tensor]:
+    """The gated V target (first concept) each PerfusionAttnProcessor applies now."""
+    return {
+        name.removesuffix(".processor"): proc.o_v[0]
+        for name, proc in pipe.unet.attn_processors.items()
+        if isinstance(proc, PerfusionAttnProcessor)
+    }
+
+
+def test_strength_moves_the_value_target_from_the_superclass_past_the_trained_one(
+    tiny_pipe, fitted
+):
+    concept = fitted["concept"]
+    layers = cross_attention_layers(tiny_pipe.unet)
+    superclass = {n: F.linear(concept.e_super, a.to_v.weight) for n, a in layers.items()}
+    want = {
+        0.0: superclass,
+        0.5: concept.o_v,
+        1.0: {n: 2 * concept.o_v[n] - superclass[n] for n in layers},
+    }
+    for strength, targets in want.items():
+        with apply_concepts(tiny_pipe, [concept], [strength_to_control(strength)]):
+            used = value_targets_in_use(tiny_pipe)
+        assert used.keys() == targets.keys()
+        for name in used:
+            torch.testing.assert_close(used[name], targets[name], msg=f"{strength} {name}")
     with pytest.raises(ValueError):
         strength_to_control(1.5)
 
 
-def test_strength_changes_the_concept_image(tiny_pipe, fitted):
+STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_strength_sweep_moves_the_concept_image_monotonically(tiny_pipe, fitted):
+    """0 is the superclass, barely personal; each step moves the image further from it."""
     concept = fitted["concept"]
-    weak = run(
-        tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(0)]
+    images = [
+        run(tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(s)])
+        for s in STRENGTHS
+    ]
+    superclass = run(tiny_pipe, "a photo of a dog")
+    away = [float(np.abs(im - images[0]).mean()) for im in images]
+    from_superclass = [float(np.abs(im - superclass).mean()) for im in images]
+    print(f"mean |image - strength 0| per strength: {[round(a, 2) for a in away]}")
+    print(
+        f"mean |image - superclass prompt| per strength: {[round(a, 2) for a in from_superclass]}"
     )
-    strong = run(
-        tiny_pipe, "a photo of a <sks>", concepts=[concept], controls=[strength_to_control(1)]
-    )
-    assert not np.array_equal(weak, strong)
+    assert all(a < b for a, b in zip(away, away[1:], strict=False)), away
+    assert away[-1] >= 3 * away[2] / 2  # beyond the trained concept, not saturated at it
+    assert from_superclass[0] < from_superclass[2] < from_superclass[-1]
+
+
+def test_prompts_without_the_concept_barely_change_at_every_strength(tiny_pipe, fitted):
+    concept = fitted["concept"]
+    for prompt in PROMPTS:
+        base = run(tiny_pipe, prompt)
+        for strength in STRENGTHS:
+            control = [strength_to_control(strength)]
+            diff = np.abs(run(tiny_pipe, prompt, concepts=[concept], controls=control) - base)
+            assert diff.max() <= MAX_PRIOR_DIFF and diff.mean() <= MEAN_PRIOR_DIFF, strength
 
 
 def test_two_concepts_and_global_locking(tiny_pipe, tiny_cov, fitted):
