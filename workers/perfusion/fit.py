@@ -56,6 +56,13 @@ class FitConfig:
     flip_p: float = 0.5
     train_beta: float = 0.75
     train_tau: float = 0.1
+    # How i* follows the concept token while its embedding trains. "exact": after every step,
+    # the least-P-norm point of its current template encodings (as at step 0), so s = 1 on
+    # every template throughout. "ema": the re-implementations' moving average (decay
+    # ema_decay) of its batch encodings, which over a short fit lags the moving token: on the
+    # toy world, 80 steps left s ≈ 0.5 on the training templates themselves, so the inference
+    # gate σ((s − 0.7)/0.15) was ≈ 0.25 and the learned target mostly unused.
+    i_star_tracking: str = "exact"
     ema_decay: float = 0.99
     seed: int = 0
     preview_every: int = 0
@@ -319,6 +326,10 @@ def fit_concept(
         raise ValueError("need at least one training image")
     if masks is not None and len(masks) != len(images):
         raise ValueError("one mask per image")
+    if config.i_star_tracking not in ("exact", "ema"):
+        raise ValueError(
+            f"i_star_tracking must be 'exact' or 'ema', got {config.i_star_tracking!r}"
+        )
     if getattr(pipe, "_perfusion_applied", None) is not None:
         raise RuntimeError("remove applied concepts before fitting (remove_concepts(pipe))")
     fingerprint = model_fingerprint(pipe)
@@ -410,8 +421,11 @@ def fit_concept(
                     token_encodings.append(enc)
                 optimizer.step()
                 with torch.no_grad():
-                    mean_enc = torch.cat(token_encodings).mean(0)
-                    i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
+                    if config.i_star_tracking == "exact":
+                        i_star.copy_(concept_token_encoding(pipe, token, token_id, cinv))
+                    else:
+                        mean_enc = torch.cat(token_encodings).mean(0)
+                        i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
                     _refresh(edit, i_star, cinv)
                 losses.append(step_loss)
                 done = step + 1

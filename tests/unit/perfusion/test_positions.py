@@ -59,9 +59,11 @@ def first_eos_mask(ids: torch.Tensor, eos: int) -> torch.Tensor:
 
 
 def test_fit_and_its_preview_edit_only_real_tokens(tiny_pipe, tiny_cov, changed_positions):
-    seen_ids: list[torch.Tensor] = []
+    seen_ids: list[tuple[bool, torch.Tensor]] = []
     hook = tiny_pipe.text_encoder.register_forward_pre_hook(
-        lambda module, args: seen_ids.append(args[0].cpu()) if args else None
+        lambda module, args: (
+            seen_ids.append((torch.is_grad_enabled(), args[0].cpu())) if args else None
+        )
     )
     config = replace(TINY_FIT, steps=1, preview_every=1, preview_steps=1)
     try:
@@ -74,8 +76,10 @@ def test_fit_and_its_preview_edit_only_real_tokens(tiny_pipe, tiny_cov, changed_
     preview = [c for grad, c in changed_positions if not grad]
     assert training and preview
     eos = tiny_pipe.tokenizer.eos_token_id
-    # text-encoder calls, last three: the micro step's batch, the preview's prompt, its negative
-    train_ids, prompt_ids, negative_ids = seen_ids[-3:]
+    # the micro step's batch is the text-encoder call with gradients (i*'s refresh after the
+    # step encodes the templates without); the last two: the preview's prompt, its negative
+    train_ids = [ids for grad, ids in seen_ids if grad][-1]
+    (_, prompt_ids), (_, negative_ids) = seen_ids[-2:]
     want = first_eos_mask(train_ids, eos)
     assert want.sum() < want.numel(), "the training prompts have padding"
     for changed in training:
