@@ -26,19 +26,20 @@ def test_model_has_the_stable_diffusion_layout(pipe: StableDiffusionPipeline) ->
     assert 0 < pipe.vae.config.scaling_factor != 0.18215
     cross = [m for name, m in pipe.unet.named_modules() if name.endswith("attn2")]
     assert cross and all(hasattr(m, "to_k") and hasattr(m, "to_v") for m in cross)
-    assert pipe.safety_checker is None and pipe.tokenizer.tokenize("a red star") == [
+    assert pipe.safety_checker is None and pipe.tokenizer.tokenize("a striped red star") == [
         "a</w>",
+        "striped</w>",
         "red</w>",
         "star</w>",
     ]
 
 
-# A known, reported gap (workers/toyworld/model/README.md): the committed weights score 0.875
-# "all three" (35 of 40; background and colour 1.0, shape 0.875), just under the 0.90 bar. The
-# bar stays; strict=True turns this into a failure the day a longer-trained model passes, so the
-# mark must go then.
+# A known, reported gap (workers/toyworld/model/README.md): toy world 2's model, 3,040 steps
+# into its training, scores shape 0.875, colour 0.975, background 1.0 but pattern 0.30 (chance)
+# at n=40, seed 1: it does not draw patterns yet. The bar stays; strict=True turns this into a
+# failure the day a longer-trained model passes, so the mark must go then.
 @pytest.mark.xfail(
-    strict=True, reason="the bundled model predates toy world 2 (patterns): see its model card"
+    strict=True, reason="the toy-world model does not draw patterns yet (pattern 0.30 < 0.90)"
 )
 def test_model_knows_its_world(pipe: StableDiffusionPipeline) -> None:
     start = time.monotonic()
@@ -46,4 +47,4 @@ def test_model_knows_its_world(pipe: StableDiffusionPipeline) -> None:
     seconds = time.monotonic() - start
     print(f"knowledge accuracy on 40 prompts ({STEPS} steps, guidance {GUIDANCE}): {result}")
     print(f"took {seconds:.1f} s")
-    assert result["all"] >= 0.9
+    assert min(result.values()) >= 0.9, result  # each attribute, and all four together
