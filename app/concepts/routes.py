@@ -28,7 +28,7 @@ from app.generations.service import resolve_tokens, resolved
 from app.jobs.models import JobKind
 from app.jobs.params import FIT_STEPS_MAX, FIT_STEPS_MIN, SEED_MAX, SEED_MIN
 from app.jobs.queue import job_ref
-from app.security.ratelimit import enforce_job_quota
+from app.security.ratelimit import check_job_quota, count_jobs
 from app.uploads.streaming import read_upload, read_upload_files
 
 router = APIRouter(prefix="/api/concepts", tags=["concepts"])
@@ -59,7 +59,7 @@ def create_concept(
     seed: Annotated[int | None, Form(ge=SEED_MIN, le=SEED_MAX)] = None,
 ) -> CreatedOut:
     """Upload photos and start teaching the model the subject (a fit job)."""
-    enforce_job_quota(session, user, JobKind.fit, settings)
+    check_job_quota(session, user, JobKind.fit, settings)  # counted once the upload is accepted
     if len(images) > rules.MAX_PHOTOS:
         raise HTTPException(422, f"Upload at most {rules.MAX_PHOTOS} photos.")
     uploads = [Upload(name, data) for name, data in read_upload_files(images, settings)]
@@ -70,6 +70,7 @@ def create_concept(
         )  # fmt: skip
     except ConceptError as exc:
         raise _refuse(exc) from None
+    count_jobs(user, JobKind.fit, settings)
     return CreatedOut(id=concept.id, job=job_ref(session, job))
 
 
