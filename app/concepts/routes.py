@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
 from app.auth.deps import CurrentUser
-from app.concepts import rules, service, sharing, views
+from app.concepts import importing, rules, service, sharing, views
 from app.concepts.access import Need, ViewerDep, get_concept
 from app.concepts.models import NAME_MAX_CHARS, SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS, Visibility
 from app.concepts.schemas import (
@@ -100,6 +100,16 @@ def check_token(
     return rules.check_token(session, token or rules.suggest_token(name))
 
 
+@router.get("/free-token")
+def free_token(session: SessionDep, token: Annotated[str, Query(max_length=60)]) -> TokenCheck:
+    """`token` if free, else the first free `<token-2>`, `<token-3>`… (e.g. to import a
+    concept downloaded from this studio back into it)."""
+    check = rules.check_token(session, token)
+    if not check.valid:
+        return check
+    return rules.check_token(session, importing.free_token(session, token))
+
+
 @router.get("/superclasses")
 def superclasses(settings: SettingsDep) -> list[str]:
     """Superclass suggestions (the toy world's nouns first when it is the base model)."""
@@ -124,11 +134,18 @@ def import_concept(
     file: Annotated[UploadFile, File(description="A Perfusion concept .safetensors file.")],
     name: Annotated[str | None, Form(max_length=NAME_MAX_CHARS)] = None,
     visibility: Annotated[Visibility, Form()] = Visibility.private,
+    token: Annotated[
+        str | None,
+        Form(max_length=TOKEN_MAX_CHARS, description="Token to use it by (default: the file's)."),
+    ] = None,
 ) -> ConceptOut:
-    """Add a concept from a downloaded file (checked against this studio's base model)."""
+    """Add a concept from a downloaded file (checked against this studio's base model);
+    its samples are drawn by a worker, as after a fit."""
     data = read_upload(file, settings.concept_file_max_bytes)
     try:
-        concept = service.import_concept(session, settings, user, data, name, visibility)
+        concept = service.import_concept(
+            session, settings, user, data, name, visibility, token or None
+        )
     except ConceptError as exc:
         raise _refuse(exc) from None
     return views.concept_out(session, viewer, concept)

@@ -23,6 +23,7 @@ from app.concepts.access import (
 from app.concepts.models import ShareGrant
 from app.config import REPO_ROOT
 from app.deps import SessionDep, SettingsDep
+from app.pages import concept_facts
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
@@ -105,7 +106,15 @@ def concept_page(
     except HTTPException:
         return not_found_page(request, viewer.user, "This concept does not exist or is not shared.")
     out = views.concept_out(session, viewer, concept)
-    return render(request, "concept.html", viewer.user, concept=out)
+    return render(
+        request,
+        "concept.html",
+        viewer.user,
+        concept=out,
+        facts=concept_facts.training_facts(out.settings),
+        sample_prompt=concept_facts.sample_prompt(session, concept),
+        samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
+    )
 
 
 @router.get("/s/{secret}", response_class=HTMLResponse, response_model=None)

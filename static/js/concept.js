@@ -90,6 +90,14 @@ function drawSparkline(polyline, values) {
 
 if (root.dataset.status === "fitting" && root.dataset.jobId) watchFit(root.dataset.jobId);
 
+// An imported concept's samples are drawn by a worker: show them once they exist.
+if ($("#samples-pending")) {
+  const timer = setInterval(async () => {
+    const concept = await api(`/api/concepts/${conceptId}`).catch(() => null);
+    if (concept && concept.samples.length) { clearInterval(timer); window.location.reload(); }
+  }, 3000);
+}
+
 // ---------------------------------------------------------------- lightbox
 
 const lightbox = $("#lightbox");

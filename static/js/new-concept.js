@@ -122,12 +122,72 @@ $("#concept-form").addEventListener("submit", async (event) => {
   }
 });
 
+// Import: read the token and training record from the file's safetensors header (8-byte
+// length, JSON), prefill a free token (a concept downloaded from here is taken by itself).
+const importFile = $("#import-file");
+const importToken = $("#import-token");
+
+async function readConceptHeader(file) {
+  const head = new DataView(await file.slice(0, 8).arrayBuffer());
+  if (head.byteLength < 8) throw new Error("This is not a concept file.");
+  const length = Number(head.getBigUint64(0, true));
+  if (length < 2 || length > 64 * 1024) throw new Error("This is not a concept file.");
+  const header = JSON.parse(await file.slice(8, 8 + length).text());
+  return header.__metadata__ || {};
+}
+
+function describeTraining(meta) {
+  let training = {};
+  try { training = JSON.parse(meta.training || "{}"); } catch { /* no record */ }
+  const parts = [`${meta.token || "?"} · ${meta.superclass || "?"}`];
+  if (training.steps) parts.push(`trained ${training.steps} steps${training.n_images ? ` on ${training.n_images} photos` : ""}`);
+  if (training.resolution) parts.push(`${training.resolution} px`);
+  if (typeof training.final_loss === "number") parts.push(`final loss ${training.final_loss.toFixed(4)}`);
+  if (meta.base_model_id) parts.push(`base ${meta.base_model_id}`);
+  return parts.join(" · ");
+}
+
+async function checkImportToken() {
+  const token = importToken.value.trim();
+  const hint = $("#import-token-hint");
+  if (!token) return;
+  const r = await api(`/api/concepts/check-token?token=${encodeURIComponent(token)}`).catch(() => null);
+  if (!r || importToken.value.trim() !== token) return;
+  hint.textContent = r.message;
+  hint.className = `hint ${r.valid && r.available ? "ok" : "bad"}`;
+}
+
+importFile.addEventListener("change", async () => {
+  const file = importFile.files[0];
+  $("#import-file-name").textContent = file ? file.name : "No file chosen";
+  const facts = $("#import-facts");
+  show($("#import-error"), "");
+  if (!file) { show(facts, ""); return; }
+  try {
+    const meta = await readConceptHeader(file);
+    show(facts, describeTraining(meta));
+    if (meta.token) {
+      const free = await api(`/api/concepts/free-token?token=${encodeURIComponent(meta.token)}`).catch(() => null);
+      importToken.value = free && free.valid ? free.token : meta.token;
+      if (free && free.token !== meta.token) {
+        $("#import-token-hint").textContent = `${meta.token} is taken here, so it will be ${free.token} (change it if you like).`;
+        $("#import-token-hint").className = "hint ok";
+      } else checkImportToken();
+    }
+  } catch {
+    show(facts, "");
+    show($("#import-error"), `${file.name}: not a concept file (.safetensors from Perfusion Studio).`);
+  }
+});
+importToken.addEventListener("input", () => { clearTimeout(importToken.timer); importToken.timer = setTimeout(checkImportToken, 250); });
+
 $("#import-form").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const file = $("#import-file").files[0];
-  if (!file) return;
+  const file = importFile.files[0];
+  if (!file) { show($("#import-error"), "Choose a concept file first."); return; }
   const form = new FormData();
   form.append("file", file, file.name);
+  if (importToken.value.trim()) form.append("token", importToken.value.trim());
   if ($("#import-name").value.trim()) form.append("name", $("#import-name").value.trim());
   show($("#import-error"), "");
   try {

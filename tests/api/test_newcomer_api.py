@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import uuid
 
+import pytest
+from sqlalchemy import select
+
+from app.concepts.filecheck import inspect_concept_file
 from app.config import get_settings
-from tests.support.apihelpers import create_concept
-from tests.support.webdata import photo_png
+from app.db import session_scope
+from app.jobs.models import Job, JobKind
+from tests.support.apihelpers import create_concept, mark_ready
+from tests.support.webdata import concept_file, photo_png
 
 
 def test_refused_uploads_do_not_use_up_the_fit_quota(
@@ -27,3 +33,55 @@ def test_refused_uploads_do_not_use_up_the_fit_quota(
     )
     assert over.status_code == 429 and "Hourly limit of 3 fit jobs" in over.json()["detail"]
     assert 1 <= int(over.headers["retry-after"]) <= 3600
+
+
+def test_a_downloaded_concept_imports_back_under_a_free_token(make_user) -> None:  # type: ignore[no-untyped-def]
+    alice = make_user()
+    concept = create_concept(alice, token="<boomerang>")
+    mark_ready(concept["id"], concept_file("<boomerang>", fingerprint="a" * 64))
+    data = alice.get(f"/api/concepts/{concept['id']}/file").content
+
+    suggested = alice.get("/api/concepts/free-token", params={"token": "<boomerang>"}).json()
+    assert suggested == {
+        "token": "<boomerang-2>", "valid": True, "available": True,
+        "message": "<boomerang-2> is free.",
+    }  # fmt: skip
+    same = alice.post("/api/concepts/import", files={"file": ("b.safetensors", data)})
+    assert same.status_code == 409 and "<boomerang-2>" in same.json()["detail"]
+    taken = alice.post(
+        "/api/concepts/import",
+        data={"token": "<boomerang>"},
+        files={"file": ("b.safetensors", data)},
+    )
+    assert taken.status_code == 409
+    bad = alice.post(
+        "/api/concepts/import", data={"token": "boom"}, files={"file": ("b.safetensors", data)}
+    )
+    assert bad.status_code == 422 and "<name>" in bad.json()["detail"]
+
+    imported = alice.post(
+        "/api/concepts/import",
+        data={"token": suggested["token"], "name": "Boomerang again"},
+        files={"file": ("b.safetensors", data)},
+    )
+    assert imported.status_code == 201, imported.text
+    body = imported.json()
+    assert body["token"] == "<boomerang-2>" and body["status"] == "ready"
+    assert body["settings"]["training"] == {"steps": 10}
+    # The stored file carries the chosen token (what the worker applies), tensors unchanged.
+    stored = alice.get(body["file_url"]).content
+    assert inspect_concept_file(stored, None).token == "<boomerang-2>"
+    assert stored.endswith(data[-64:]) and len(stored) - len(data) < 64
+    resolved = alice.get("/api/concepts/resolve", params={"prompt": "a <boomerang-2>"}).json()
+    assert [t["token"] for t in resolved["recognized"]] == ["<boomerang-2>"]
+    # Its samples are queued for a worker, as after a fit; the page says the training facts.
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job).where(Job.concept_id == uuid.UUID(body["id"]), Job.kind == JobKind.generate)
+        ).all()
+        assert len(jobs) == 1 and jobs[0].params["prompt"] == "a photo of a <boomerang-2>"
+        assert jobs[0].params["concept_ids"] == [body["id"]] and jobs[0].params["n"] == 2
+    assert alice.get("/api/generations", params={"concept_id": body["id"]}).json() == []
+    page = alice.get(body["page_url"]).text
+    assert "Trained 10 steps" in page and "Trained ? steps" not in page
+    assert "Drawing its samples" in page
