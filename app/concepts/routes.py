@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
 from app.auth.deps import CurrentUser
-from app.concepts import importing, rules, service, sharing, views
+from app.concepts import importing, refit, rules, service, sharing, views
 from app.concepts.access import Need, ViewerDep, get_concept
 from app.concepts.models import NAME_MAX_CHARS, SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS, Visibility
 from app.concepts.schemas import (
@@ -202,6 +202,25 @@ def concept_photo(
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )
+
+
+@router.post("/{concept_id}/fit", status_code=status.HTTP_202_ACCEPTED)
+def fit_again(
+    concept_id: uuid.UUID,
+    user: CurrentUser,
+    viewer: ViewerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> CreatedOut:
+    """Fit a canceled or failed concept again: same photos, same settings. Owner only."""
+    concept = get_concept(session, viewer, concept_id, Need.manage)
+    check_job_quota(session, user, JobKind.fit, settings)
+    try:
+        job = refit.fit_again(session, concept)
+    except ConceptError as exc:
+        raise _refuse(exc) from None
+    count_jobs(user, JobKind.fit, settings)
+    return CreatedOut(id=concept.id, job=job_ref(session, job))
 
 
 @router.post("/{concept_id}/share")

@@ -45,6 +45,8 @@ function watchFit(jobId) {
       badge.className = `badge ${state === "succeeded" ? "ready" : state}`;
       const cancel = $("#fit-cancel");
       if (cancel) cancel.hidden = true;
+      const again = $("#fit-again-row");
+      if (again && (state === "failed" || state === "canceled")) again.hidden = false;
       if (state === "succeeded") {
         setPhase("Ready! Loading the generator…");
         setTimeout(() => window.location.reload(), 600);
@@ -89,6 +91,21 @@ function drawSparkline(polyline, values) {
 }
 
 if (root.dataset.status === "fitting" && root.dataset.jobId) watchFit(root.dataset.jobId);
+
+// A canceled or failed fit starts again on the same photos with the same settings.
+const fitAgain = $("#fit-again");
+if (fitAgain) {
+  fitAgain.addEventListener("click", async () => {
+    fitAgain.disabled = true;
+    try {
+      await api(`/api/concepts/${conceptId}/fit`, { method: "POST" });
+      window.location.reload();
+    } catch (error) {
+      $("#fit-phase").textContent = error.message;
+      fitAgain.disabled = false;
+    }
+  });
+}
 
 // An imported concept's samples are drawn by a worker: show them once they exist.
 if ($("#samples-pending")) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import uuid
 
 import pytest
@@ -10,7 +11,8 @@ from sqlalchemy import select
 from app.concepts.filecheck import inspect_concept_file
 from app.config import get_settings
 from app.db import session_scope
-from app.jobs.models import Job, JobKind
+from app.jobs.lifecycle import finish_job
+from app.jobs.models import Job, JobKind, JobState
 from tests.support.apihelpers import create_concept, mark_ready
 from tests.support.webdata import concept_file, photo_png
 
@@ -85,3 +87,50 @@ def test_a_downloaded_concept_imports_back_under_a_free_token(make_user) -> None
     page = alice.get(body["page_url"]).text
     assert "Trained 10 steps" in page and "Trained ? steps" not in page
     assert "Drawing its samples" in page
+
+
+def test_a_canceled_or_failed_fit_can_be_fitted_again(make_user) -> None:  # type: ignore[no-untyped-def]
+    alice, bob = make_user(), make_user()
+    concept = create_concept(alice, steps="33", seed="5")
+    url = f"/api/concepts/{concept['id']}"
+    assert alice.post(f"{url}/fit").status_code == 409  # still fitting
+    assert alice.post(f"/api/jobs/{concept['job']['id']}/cancel").status_code == 200
+    page = alice.get(f"/concepts/{concept['id']}").text
+    assert 'data-testid="fit-again"' in page and 'id="fit-again-row" hidden' not in page
+    assert "same 4 photos, same settings (33 steps)" in page
+    assert bob.post(f"{url}/fit").status_code == 404
+
+    again = alice.post(f"{url}/fit")
+    assert again.status_code == 202, again.text
+    body = alice.get(url).json()
+    assert body["status"] == "fitting" and body["job"]["id"] == again.json()["job"]["id"]
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job).where(Job.concept_id == uuid.UUID(concept["id"])).order_by(Job.created_at)
+        ).all()
+        assert [j.state for j in jobs] == [JobState.canceled, JobState.queued]
+        assert jobs[1].params == jobs[0].params and jobs[1].params["steps"] == 33
+        finish_job(session, jobs[1], JobState.failed, error="out of memory")  # as a worker ends it
+    assert alice.get(url).json()["status"] == "failed"
+    assert alice.post(f"{url}/fit").status_code == 202  # a failed fit too
+    mark_ready(concept["id"])
+    assert alice.post(f"{url}/fit").status_code == 409
+
+
+def test_browse_never_shows_a_blank_card(make_user) -> None:  # type: ignore[no-untyped-def]
+    alice = make_user()
+    fitting = create_concept(alice, name="Unfinished")
+    imported = create_concept(alice, name="Public no samples")
+    mark_ready(imported["id"])
+    assert alice.patch(f"/api/concepts/{imported['id']}", json={"visibility": "public"}).is_success
+    page = alice.get("/").text
+    cards = page.split('data-testid="concept-card"')[1:]
+    assert len(cards) >= 3  # both of mine, and the public one again
+    for card in cards:
+        thumbs = card.split('class="body"')[0]
+        assert "<img" in thumbs or 'data-testid="card-placeholder"' in thumbs, thumbs
+    mine = next(c for c in cards if html.escape(fitting["token"]) in c)
+    assert f"/api/concepts/{fitting['id']}/photos/" in mine  # the owner sees the photos
+    visitor = make_user()
+    public = visitor.get("/").text.split('data-testid="public-concepts"')[1]
+    assert 'data-testid="card-placeholder"' in public and "no samples yet" in public
