@@ -23,6 +23,7 @@ from app.concepts.access import (
 from app.concepts.models import ShareGrant
 from app.config import REPO_ROOT
 from app.deps import SessionDep, SettingsDep
+from app.jobs import params as job_params
 from app.pages import concept_facts
 
 router = APIRouter(include_in_schema=False)
@@ -94,6 +95,14 @@ def new_concept(
         superclasses=rules.superclass_suggestions(settings),
         default_steps=settings.default_fit_steps,
         toy_world=rules.is_toy_world(settings),
+        limits={
+            "min_photos": rules.MIN_PHOTOS,
+            "max_photos": rules.MAX_PHOTOS,
+            "max_file_bytes": min(settings.upload_max_file_bytes, rules.MAX_PHOTO_BYTES),
+            "max_total_bytes": settings.upload_max_total_bytes,
+            "min_side": settings.image_min_side,
+            "max_steps": job_params.FIT_STEPS_MAX,
+        },
     )
 
 
@@ -113,6 +122,7 @@ def concept_page(
         concept=out,
         facts=concept_facts.training_facts(out.settings),
         sample_prompt=concept_facts.sample_prompt(session, concept),
+        limits=job_params,
         samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
     )
 

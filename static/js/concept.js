@@ -173,13 +173,33 @@ function fillForm(p) {
   form.scrollIntoView({ behavior: "smooth" });
 }
 
+// The server's bounds, rendered into the inputs' attributes: refuse before sending, and never
+// cut a prompt short silently (the textarea has no maxlength; the counter says how far over).
+const bound = (id, name) => Number($(id).getAttribute(name));
+
 function clientProblems(v) {
+  const maxPrompt = bound("#prompt", "data-max");
+  const maxNegative = bound("#negative", "data-max");
+  const [minSteps, maxSteps] = [bound("#steps", "min"), bound("#steps", "max")];
+  const [minGuidance, maxGuidance] = [bound("#guidance", "min"), bound("#guidance", "max")];
+  const maxSeed = bound("#seed", "max");
   if (!v.prompt) return "Write a prompt.";
-  if (v.prompt.length > 500) return "The prompt is at most 500 characters.";
-  if (v.seed !== null && !(Number.isInteger(v.seed) && v.seed >= 0 && v.seed <= 4294967295)) return "The seed is a whole number from 0 to 4294967295.";
-  if (!(Number.isInteger(v.steps) && v.steps >= 1 && v.steps <= 150)) return "Steps: 1 to 150.";
-  if (!(v.guidance >= 0 && v.guidance <= 30)) return "Guidance: 0 to 30.";
+  if (v.prompt.length > maxPrompt) return `The prompt has ${v.prompt.length} characters; at most ${maxPrompt} are accepted — shorten it by ${v.prompt.length - maxPrompt}.`;
+  if (v.negative_prompt.length > maxNegative) return `The negative prompt is at most ${maxNegative} characters (it has ${v.negative_prompt.length}).`;
+  if (v.seed !== null && !(Number.isInteger(v.seed) && v.seed >= 0 && v.seed <= maxSeed)) return `The seed is a whole number from 0 to ${maxSeed}.`;
+  if (!(Number.isInteger(v.steps) && v.steps >= minSteps && v.steps <= maxSteps)) return `Steps: ${minSteps} to ${maxSteps}.`;
+  if (!(v.guidance >= minGuidance && v.guidance <= maxGuidance)) return `Guidance: ${minGuidance} to ${maxGuidance}.`;
   return "";
+}
+
+function countPrompt() {
+  const prompt = $("#prompt");
+  const count = $("#prompt-count");
+  if (!prompt || !count) return;
+  const max = bound("#prompt", "data-max");
+  const n = prompt.value.length;
+  count.textContent = n > max ? `${n}/${max} characters — ${n - max} too many; it will not be sent like this.` : `${n}/${max} characters`;
+  count.className = `hint ${n > max ? "bad" : ""}`;
 }
 
 /** A result block with one placeholder per image, filled as events arrive. */
@@ -192,7 +212,7 @@ function resultBlock(created, values, label) {
     cards.push({ card, bar });
   }
   const status = el("p", { class: "small muted", text: "Queued…" });
-  const block = el("div", {}, label ? el("div", { class: "small", text: label }) : null, status,
+  const block = el("div", { class: "result" }, label ? el("div", { class: "small", text: label }) : null, status,
     el("div", { class: "images" }, cards.map((c) => c.card)));
   const generation = { prompt: values.prompt, params: { ...values, seed: created.seed } };
   const setImage = (index, image) => {
@@ -250,13 +270,16 @@ async function submit(path, body, label) {
     const results = $("#results");
     if (created.items) {
       const row = el("div", { class: "sweep" });
-      const block = el("div", {}, el("div", { class: "small", text: `Strength sweep · seed ${created.items[0].seed}` }), row);
+      const block = el("div", { class: "result" },
+        el("div", { class: "small prompt-said", text: `“${body.prompt}” · strength sweep · seed ${created.items[0].seed}` }), row);
       created.items.forEach((item, i) => {
         row.append(resultBlock(item, { ...body, n: 1, strength: body.strengths[i] }, `strength ${body.strengths[i].toFixed(1)}`));
       });
       results.prepend(block);
     } else {
-      results.prepend(resultBlock(created, body, ""));
+      const block = resultBlock(created, body, "");
+      block.prepend(el("div", { class: "small prompt-said", text: `“${body.prompt}” · ${describe({ ...body, seed: created.seed })}` }));
+      results.prepend(block);
       if (created.unknown.length) show(error, `Not recognised (generated without them): ${created.unknown.join(", ")}`);
     }
   } catch (e) {
@@ -281,10 +304,11 @@ if (form) {
   // Which <tokens> in the prompt are concepts we may use?
   let timer = null;
   const prompt = $("#prompt");
+  prompt.addEventListener("input", countPrompt);
   prompt.addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(async () => {
-      const r = await api(`/api/concepts/resolve?prompt=${encodeURIComponent(prompt.value)}`).catch(() => null);
+      const r = await api(`/api/concepts/resolve?prompt=${encodeURIComponent(prompt.value.slice(0, 500))}`).catch(() => null);
       if (!r) return;
       $("#tokens-found").replaceChildren(
         ...r.recognized.map((t) => el("span", { class: "chip", title: t.name, text: `✓ ${t.token}` })),
@@ -351,6 +375,9 @@ if (root.dataset.owner === "true") {
       $("[data-testid=concept-name]").textContent = c.name;
       show(error, "");
     } catch (e) { show(error, e.message); }
+  });
+  visibility.addEventListener("change", () => {
+    $("#visibility-hint").textContent = visibility.selectedOptions[0]?.dataset.why || "";
   });
   visibility.addEventListener("change", async () => {
     try {

@@ -3,11 +3,16 @@
 import { api, show, el, $ } from "./api.js";
 
 const TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
-const MAX_BYTES = 10 * 1024 * 1024;
-const MIN_PHOTOS = 3;
-const MAX_PHOTOS = 10;
+const form = $("#concept-form");
+// The server's limits, rendered into the form, so the page refuses what the server would.
+const MIN_PHOTOS = Number(form.dataset.minPhotos);
+const MAX_PHOTOS = Number(form.dataset.maxPhotos);
+const MAX_BYTES = Number(form.dataset.maxFileBytes);
+const MAX_TOTAL_BYTES = Number(form.dataset.maxTotalBytes);
+const MIN_SIDE = Number(form.dataset.minSide);
+const MB = 1024 * 1024;
 
-const photos = []; // {file, url}
+const photos = []; // {file, url, ok: null (loading) | true | false, why}
 const dropzone = $("#dropzone");
 const input = $("#photos");
 const formError = $("#form-error");
@@ -16,12 +21,36 @@ function addFiles(files) {
   const problems = [];
   for (const file of files) {
     if (!TYPES.has(file.type)) problems.push(`${file.name}: not a PNG, JPEG or WebP image.`);
-    else if (file.size > MAX_BYTES) problems.push(`${file.name}: larger than 10 MB.`);
-    else if (photos.length >= MAX_PHOTOS) problems.push(`At most ${MAX_PHOTOS} photos.`);
-    else photos.push({ file, url: URL.createObjectURL(file) });
+    else if (file.size > MAX_BYTES) problems.push(`${file.name}: larger than ${MAX_BYTES / MB} MB.`);
+    else {
+      // Every photo is kept and shown, so the count is what will be sent; too many block
+      // the submit (the server refuses more than MAX_PHOTOS) instead of being dropped.
+      const photo = { file, url: URL.createObjectURL(file), ok: null, why: "" };
+      photos.push(photo);
+      const probe = new Image();
+      probe.onload = () => {
+        photo.ok = Math.min(probe.naturalWidth, probe.naturalHeight) >= MIN_SIDE;
+        if (!photo.ok) photo.why = `smaller than ${MIN_SIDE} px`;
+        renderThumbs();
+      };
+      probe.onerror = () => { photo.ok = false; photo.why = "not a readable image"; renderThumbs(); };
+      probe.src = photo.url;
+    }
   }
   show(formError, [...new Set(problems)].join(" "));
   renderThumbs();
+}
+
+/** What stops the photos being sent as they are ("" when they can be). */
+function photoProblem() {
+  const good = photos.filter((p) => p.ok !== false).length;
+  const broken = photos.filter((p) => p.ok === false);
+  const total = photos.reduce((sum, p) => sum + p.file.size, 0);
+  if (broken.length) return `Remove ${broken.map((p) => `${p.file.name} (${p.why})`).join(", ")}.`;
+  if (photos.length > MAX_PHOTOS) return `${photos.length} photos: at most ${MAX_PHOTOS} are accepted — remove ${photos.length - MAX_PHOTOS}.`;
+  if (total > MAX_TOTAL_BYTES) return `The photos add up to ${(total / MB).toFixed(0)} MB; at most ${MAX_TOTAL_BYTES / MB} MB in all.`;
+  if (good < MIN_PHOTOS) return `Add at least ${MIN_PHOTOS} photos (4 work well).`;
+  return "";
 }
 
 function renderThumbs() {
@@ -33,13 +62,18 @@ function renderThumbs() {
         photos.splice(index, 1);
         renderThumbs();
       });
-      return el("div", { class: "thumb" }, el("img", { src: photo.url, alt: photo.file.name }), remove);
+      const broken = photo.ok === false;
+      return el("div", { class: `thumb${broken ? " broken" : ""}`, title: broken ? `${photo.file.name}: ${photo.why}` : photo.file.name },
+        broken ? el("span", { class: "thumb-why", text: photo.why }) : el("img", { src: photo.url, alt: photo.file.name }), remove);
     }),
   );
-  const n = photos.length;
+  const n = photos.filter((p) => p.ok !== false).length;
+  const problem = photoProblem();
   const hint = $("#photo-hint");
-  hint.textContent = n === 0 ? "No photos yet." : n < MIN_PHOTOS
-    ? `${n} photo${n > 1 ? "s" : ""} — add at least ${MIN_PHOTOS - n} more.`
+  if (photos.length === 0) { hint.textContent = "No photos yet."; hint.className = "hint"; return; }
+  if (problem && !problem.startsWith("Add")) { hint.textContent = problem; hint.className = "hint bad"; return; }
+  hint.textContent = n < MIN_PHOTOS
+    ? `${n} photo${n === 1 ? "" : "s"} — add at least ${MIN_PHOTOS - n} more.`
     : `${n} photos${n === 4 ? " — a good number." : "."}`;
   hint.className = `hint ${n >= MIN_PHOTOS ? "ok" : ""}`;
 }
@@ -93,10 +127,11 @@ for (const button of document.querySelectorAll("[data-superclass]")) {
   button.addEventListener("click", () => { $("#superclass").value = button.dataset.superclass; });
 }
 
-$("#concept-form").addEventListener("submit", async (event) => {
+form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const problems = [];
-  if (photos.length < MIN_PHOTOS) problems.push(`Add at least ${MIN_PHOTOS} photos (4 work well).`);
+  if (photos.some((p) => p.ok === null)) problems.push("Still reading the photos; try again in a moment.");
+  else if (photoProblem()) problems.push(photoProblem());
   if (!nameInput.value.trim()) problems.push("Give the concept a name.");
   if (!/^<[a-z0-9][a-z0-9_-]{0,36}>$/.test(tokenInput.value.trim())) problems.push("The token looks like <name>: lowercase letters, digits, - or _.");
   if (!$("#superclass").value.trim()) problems.push("Say what it is (superclass), e.g. dog.");
