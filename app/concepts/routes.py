@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
 from app.auth.deps import CurrentUser
-from app.concepts import importing, refit, rules, service, sharing, views
+from app.concepts import basemodel, importing, refit, rules, service, sharing, views
 from app.concepts.access import Need, ViewerDep, get_concept
 from app.concepts.models import NAME_MAX_CHARS, SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS, Visibility
 from app.concepts.schemas import (
@@ -112,8 +112,8 @@ def free_token(session: SessionDep, token: Annotated[str, Query(max_length=60)])
 
 @router.get("/superclasses")
 def superclasses(settings: SettingsDep) -> list[str]:
-    """Superclass suggestions (the toy world's nouns first when it is the base model)."""
-    return rules.superclass_suggestions(settings)
+    """Superclass suggestions (only the toy world's nouns when it is the base model)."""
+    return basemodel.base_model_facts(settings).superclasses
 
 
 @router.get("/resolve")

@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from app.auth.deps import OptionalUser
-from app.concepts import rules, sharing, views
+from app.concepts import basemodel, rules, sharing, views
 from app.concepts.access import (
     SHARES_COOKIE,
     ViewerDep,
@@ -92,9 +92,10 @@ def new_concept(
         request,
         "new_concept.html",
         user,
-        superclasses=rules.superclass_suggestions(settings),
+        superclasses=basemodel.base_model_facts(settings).superclasses,
         default_steps=settings.default_fit_steps,
         toy_world=rules.is_toy_world(settings),
+        base=basemodel.base_model_facts(settings),
         limits={
             "min_photos": rules.MIN_PHOTOS,
             "max_photos": rules.MAX_PHOTOS,

@@ -1,6 +1,7 @@
 // New concept: photos (drop or pick, thumbnails, remove), name → token suggestion with a
 // uniqueness check, superclass suggestions, advanced settings; submit → the concept page.
 import { api, show, el, $ } from "./api.js";
+import { toyWorldLook } from "./toyworld-check.js";
 
 const TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
 const form = $("#concept-form");
@@ -10,6 +11,7 @@ const MAX_PHOTOS = Number(form.dataset.maxPhotos);
 const MAX_BYTES = Number(form.dataset.maxFileBytes);
 const MAX_TOTAL_BYTES = Number(form.dataset.maxTotalBytes);
 const MIN_SIDE = Number(form.dataset.minSide);
+const TOY_WORLD = form.dataset.toyWorld === "true";
 const MB = 1024 * 1024;
 
 const photos = []; // {file, url, ok: null (loading) | true | false, why}
@@ -31,6 +33,7 @@ function addFiles(files) {
       probe.onload = () => {
         photo.ok = Math.min(probe.naturalWidth, probe.naturalHeight) >= MIN_SIDE;
         if (!photo.ok) photo.why = `smaller than ${MIN_SIDE} px`;
+        if (photo.ok && TOY_WORLD) photo.look = toyWorldLook(probe);
         renderThumbs();
       };
       probe.onerror = () => { photo.ok = false; photo.why = "not a readable image"; renderThumbs(); };
@@ -39,6 +42,18 @@ function addFiles(files) {
   }
   show(formError, [...new Set(problems)].join(" "));
   renderThumbs();
+}
+
+/** The toy world draws one object on a plain background: say so when photos are not that. */
+function renderDomainWarning() {
+  const odd = photos.filter((p) => p.look && !p.look.ok);
+  const warning = $("#domain-warning");
+  if (!odd.length) { show(warning, ""); return; }
+  const which = odd.map((p) => `${p.file.name} (${p.look.why})`).join(", ");
+  const subject = odd.length === photos.length ? (odd.length === 1 ? "This photo does" : "These photos do")
+    : `${odd.length} of these photos ${odd.length === 1 ? "does" : "do"}`;
+  show(warning, `${subject} not look like the toy world's pictures — one object on a plain background: ${which}. `
+    + "The bundled model will likely draw coloured blobs from them. You can still try.");
 }
 
 /** What stops the photos being sent as they are ("" when they can be). */
@@ -67,6 +82,7 @@ function renderThumbs() {
         broken ? el("span", { class: "thumb-why", text: photo.why }) : el("img", { src: photo.url, alt: photo.file.name }), remove);
     }),
   );
+  renderDomainWarning();
   const n = photos.filter((p) => p.ok !== false).length;
   const problem = photoProblem();
   const hint = $("#photo-hint");

@@ -134,3 +134,22 @@ def test_browse_never_shows_a_blank_card(make_user) -> None:  # type: ignore[no-
     visitor = make_user()
     public = visitor.get("/").text.split('data-testid="public-concepts"')[1]
     assert 'data-testid="card-placeholder"' in public and "no samples yet" in public
+
+
+def test_the_toy_world_says_what_it_draws_and_suggests_only_its_nouns(make_user) -> None:  # type: ignore[no-untyped-def]
+    from workers.toyworld.world import SUPERCLASS_NOUNS
+
+    user = make_user()
+    assert user.get("/api/concepts/superclasses").json() == list(SUPERCLASS_NOUNS)
+    page = user.get("/concepts/new").text
+    assert "one simple object on a plain background, 64×64 px" in page
+    assert 'data-toy-world="true"' in page and 'data-superclass="dog"' not in page
+
+
+def test_the_page_says_trained_only_when_the_fit_is_done(make_user) -> None:  # type: ignore[no-untyped-def]
+    user = make_user()
+    concept = create_concept(user, steps="80")
+    page = user.get(f"/concepts/{concept['id']}").text
+    assert "Trained" not in page and "Training 80 steps" in page
+    mark_ready(concept["id"])
+    assert "Trained 80 steps on 4 photos" in user.get(f"/concepts/{concept['id']}").text

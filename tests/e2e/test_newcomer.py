@@ -12,11 +12,13 @@ import random
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from tests.e2e.test_product_flow import sign_up
 from tests.support.stack import Stack
 from tests.support.webdata import concept_file
+from workers.toyworld.world import SUPERCLASS_NOUNS
 
 pytestmark = [pytest.mark.e2e]
 
@@ -87,6 +89,26 @@ def test_new_concept_says_the_limits_before_submitting(  # type: ignore[no-untyp
     page = context.new_page()
     sign_up(page, base, "newcomer")
     page.goto(f"{base}/concepts/new")
+    notice = page.get_by_test_id("toy-world-notice")
+    expect(notice).to_contain_text("one simple object on a plain background, 64×64 px")
+    suggested = page.locator("#superclass-suggestions button").all_text_contents()
+    assert suggested == list(SUPERCLASS_NOUNS)  # the toy world's nouns, nothing it never saw
+    street = tmp_path / "street.png"  # an ordinary photo: a busy scene edge to edge
+    noise = random.Random(1).randbytes(96 * 96 * 3)
+    Image.frombytes("RGB", (96, 96), noise).save(street)
+    page.set_input_files("#photos", [str(street), *map(str, _photo_files(tmp_path, 2))])
+    warning = page.get_by_test_id("domain-warning")
+    expect(warning).to_contain_text("street.png (its background is not plain)")
+    assert "toy-0.png" not in (warning.text_content() or "")
+    for label, (w, h) in WIDTHS.items():
+        page.set_viewport_size({"width": w, "height": h})
+        shoot(page, shots / f"new-concept-warning-{label}.png")
+        no_horizontal_overflow(page)
+    page.set_viewport_size({"width": 1280, "height": 860})
+    page.click(".thumb >> nth=0 >> button")
+    expect(warning).to_be_hidden()
+    page.click(".thumb >> nth=0 >> button")
+    page.click(".thumb >> nth=0 >> button")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a PNG at all")
     page.set_input_files("#photos", [*map(str, _photo_files(tmp_path, 11)), str(broken)])
