@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.concepts.models import Concept
 from app.generations.models import Generation
 from app.jobs.models import Job, JobState
+from app.jobs.schemas import JobRef
 
 
 def training_facts(concept_settings: dict[str, Any]) -> dict[str, Any]:
@@ -50,3 +51,18 @@ def samples_pending(session: Session, concept: Concept) -> bool:
         select(Job.generation_id).where(Job.concept_id == concept.id, Job.state.in_(active))
     ).all()
     return any(g.id in pending for g in _sample_generations(session, concept))
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds / 30) * 30 if seconds > 120 else round(seconds / 5) * 5)
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def wait_text(job: JobRef) -> str:
+    """What the page says while a job is queued (static/js/waiting.js says it live)."""
+    where = "next up" if (job.queue_position or 1) <= 1 else f"position {job.queue_position}"
+    if job.wait_s is None:
+        return f"Queued — {where}."
+    if job.wait_s < 5:
+        return f"Queued — {where}, starting any moment."
+    return f"Queued — {where}, starts in about {_duration(job.wait_s)}."

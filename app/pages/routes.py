@@ -28,6 +28,7 @@ from app.pages import concept_facts
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
+templates.env.globals["wait_text"] = concept_facts.wait_text
 
 
 def render(

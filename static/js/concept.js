@@ -2,6 +2,7 @@
 // strength sweep, lightbox, and the owner's settings (rename, visibility, share, delete).
 import { api, show, el, $, formatSeconds } from "./api.js";
 import { follow } from "./live.js";
+import { askToNotify, canAskToNotify, notify, queuedText, titleProgress } from "./waiting.js";
 
 const root = $("#concept");
 const conceptId = root.dataset.id;
@@ -12,18 +13,30 @@ const token = root.dataset.token;
 function watchFit(jobId) {
   const losses = [];
   const phase = $("#fit-phase");
+  const name = $("[data-testid=concept-name]").textContent;
   const setPhase = (text) => { phase.textContent = text; };
+  let stepped = false;
+  // While queued, the estimate comes from the API (recent durations, what is ahead).
+  const estimate = async () => {
+    const concept = await api(`/api/concepts/${conceptId}`).catch(() => null);
+    const job = concept && concept.job;
+    if (job && job.state === "queued") setPhase(queuedText(job.queue_position, job.wait_s));
+  };
   follow(jobId, {
     onEvent(event) {
       if (event.type === "queue") {
-        setPhase(event.position <= 1 ? "Queued — next up." : `Queued — position ${event.position}.`);
+        setPhase(queuedText(event.position, null));
+        estimate();
       } else if (event.type === "state") {
-        if (event.state === "running") setPhase("Learning your subject…");
+        if (event.state === "running" && !stepped) setPhase("Loading the model and preparing the photos… (step 1 comes after that)");
+        else if (event.state === "running") setPhase("Learning your subject…");
         else if (event.state === "queued") setPhase("Queued — waiting for a worker…");
         else if (event.state === "failed") setPhase(`The fit failed: ${event.error || "unknown error"}`);
         else if (event.state === "canceled") setPhase("The fit was canceled.");
       } else if (event.type === "step") {
-        setPhase("Learning your subject…");
+        stepped = true;
+        setPhase(event.step >= event.total ? "Drawing its samples…" : "Learning your subject…");
+        titleProgress(`${Math.floor((100 * event.step) / Math.max(1, event.total))}% ${name}`);
         $("#fit-step").textContent = `${event.step}/${event.total}`;
         $("#fit-bar").style.width = `${(100 * event.step) / Math.max(1, event.total)}%`;
         $("#fit-elapsed").textContent = formatSeconds(event.elapsed_s);
@@ -47,21 +60,32 @@ function watchFit(jobId) {
       if (cancel) cancel.hidden = true;
       const again = $("#fit-again-row");
       if (again && (state === "failed" || state === "canceled")) again.hidden = false;
+      const word = state === "succeeded" ? "Ready" : state === "canceled" ? "Canceled" : "Fit failed";
+      titleProgress(`${state === "succeeded" ? "✓" : "✗"} ${word}: ${name}`);
+      notify(`${word}: ${name}`, state === "succeeded" ? "Your concept is ready to use." : "The fit ended without a concept.", window.location.href);
       if (state === "succeeded") {
         setPhase("Ready! Loading the generator…");
+        // Keep the ✓ in the title over the reload until the person looks at the tab.
+        try { if (document.hidden) sessionStorage.setItem(`fit-done:${conceptId}`, document.title); } catch { /* no storage */ }
         setTimeout(() => window.location.reload(), 600);
       }
     },
     async poll() {
       const concept = await api(`/api/concepts/${conceptId}`);
       const job = concept.job;
-      if (job && job.state === "queued") setPhase(`Queued — position ${job.queue_position ?? "?"}.`);
-      if (job && job.state === "running") setPhase("Learning your subject…");
+      if (job && job.state === "queued") setPhase(queuedText(job.queue_position, job.wait_s));
+      if (job && job.state === "running" && stepped) setPhase("Learning your subject…");
       if (job && job.error) setPhase(`The fit failed: ${job.error}`);
       if (concept.status === "ready") return "succeeded";
       return job ? job.state : concept.status;
     },
   });
+  if (root.dataset.jobState === "queued") estimate();
+  const ask = $("#fit-notify");
+  if (ask && canAskToNotify()) {
+    ask.hidden = false;
+    ask.addEventListener("click", async () => { await askToNotify(); ask.hidden = true; });
+  }
   const cancel = $("#fit-cancel");
   if (cancel) {
     cancel.addEventListener("click", async () => {
@@ -91,6 +115,14 @@ function drawSparkline(polyline, values) {
 }
 
 if (root.dataset.status === "fitting" && root.dataset.jobId) watchFit(root.dataset.jobId);
+try {
+  const done = sessionStorage.getItem(`fit-done:${conceptId}`);
+  if (done) {
+    sessionStorage.removeItem(`fit-done:${conceptId}`);
+    document.title = done;
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) titleProgress(""); }, { once: true });
+  }
+} catch { /* no storage */ }
 
 // A canceled or failed fit starts again on the same photos with the same settings.
 const fitAgain = $("#fit-again");
@@ -202,6 +234,11 @@ function countPrompt() {
   count.className = `hint ${n > max ? "bad" : ""}`;
 }
 
+/** ", behind a fit" when the estimate includes one (the server says so in `ahead`). */
+function behindText(job) {
+  return job && job.behind_fit ? ", behind a fit" : "";
+}
+
 /** A result block with one placeholder per image, filled as events arrive. */
 function resultBlock(created, values, label) {
   const cards = [];
@@ -211,7 +248,8 @@ function resultBlock(created, values, label) {
       el("div", { class: "progress" }, bar), el("span", { class: "cap", text: `seed ${created.seed + i}` }));
     cards.push({ card, bar });
   }
-  const status = el("p", { class: "small muted", text: "Queued…" });
+  const status = el("p", { class: "small muted", "data-testid": "result-status",
+    text: created.job && created.job.state === "queued" ? queuedText(created.job.queue_position, created.job.wait_s, behindText(created.job)) : "Queued…" });
   const block = el("div", { class: "result" }, label ? el("div", { class: "small", text: label }) : null, status,
     el("div", { class: "images" }, cards.map((c) => c.card)));
   const generation = { prompt: values.prompt, params: { ...values, seed: created.seed } };
@@ -225,7 +263,12 @@ function resultBlock(created, values, label) {
   };
   follow(created.job.id, {
     onEvent(event) {
-      if (event.type === "queue") status.textContent = `Queued — position ${event.position}.`;
+      if (event.type === "queue") {
+        status.textContent = queuedText(event.position, null);
+        api(`/api/generations/${created.id}`).then((gen) => {
+          if (gen.job && gen.job.state === "queued") status.textContent = queuedText(gen.job.queue_position, gen.job.wait_s, behindText(gen.job));
+        }).catch(() => {});
+      }
       else if (event.type === "state" && event.state === "running") status.textContent = "Generating…";
       else if (event.type === "step") {
         const slot = cards[event.image_index ?? 0];
@@ -251,7 +294,7 @@ function resultBlock(created, values, label) {
     async poll() {
       const gen = await api(`/api/generations/${created.id}`);
       gen.images.forEach((image, i) => setImage(i, image));
-      if (gen.job && gen.job.state === "queued") status.textContent = `Queued — position ${gen.job.queue_position ?? "?"}.`;
+      if (gen.job && gen.job.state === "queued") status.textContent = queuedText(gen.job.queue_position, gen.job.wait_s, behindText(gen.job));
       return gen.job ? gen.job.state : "succeeded";
     },
   });

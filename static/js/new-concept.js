@@ -2,6 +2,7 @@
 // uniqueness check, superclass suggestions, advanced settings; submit → the concept page.
 import { api, show, el, $ } from "./api.js";
 import { toyWorldLook } from "./toyworld-check.js";
+import { askToNotify } from "./waiting.js";
 
 const TYPES = new Set(["image/png", "image/jpeg", "image/webp"]);
 const form = $("#concept-form");
@@ -159,6 +160,7 @@ form.addEventListener("submit", async (event) => {
   if ($("#steps").value) form.append("steps", $("#steps").value);
   if ($("#seed").value) form.append("seed", $("#seed").value);
   for (const photo of photos) form.append("images", photo.file, photo.file.name);
+  askToNotify(); // from this click: a notification can say when the fit is done
   const button = $("#submit");
   button.disabled = true;
   button.textContent = "Uploading…";

@@ -186,3 +186,55 @@ def test_import_a_downloaded_concept_back_and_prompt_limits(  # type: ignore[no-
         assert row_box["x"] + row_box["width"] <= card_box["x"] + card_box["width"] + 0.5, label
         assert page.locator("[data-testid=visibility]").evaluate(LONGEST_OPTION_FITS), label
     context.close()
+
+
+WATCH_PAGE = """
+class RecordingNotification {
+  static permission = "granted";
+  static requestPermission() { return Promise.resolve("granted"); }
+  constructor(title, options) { window.record("note", title); }
+  addEventListener() {}
+  close() {}
+}
+window.Notification = RecordingNotification;
+document.addEventListener("DOMContentLoaded", () => {
+  const watch = (node, kind) => node && new MutationObserver(
+    () => window.record(kind, node.textContent),
+  ).observe(node, { childList: true, characterData: true, subtree: true });
+  watch(document.querySelector("#fit-phase"), "phase");
+  watch(document.querySelector("title"), "title");
+});
+"""
+"""Records (through a binding that survives the page's reload) each text the fit phase and
+the tab title show, and every notification, granted without asking."""
+
+
+def test_waiting_is_visible_and_the_end_is_announced(  # type: ignore[no-untyped-def]
+    studio: Stack, browser, tmp_path: Path, shots: Path
+) -> None:
+    base = studio.base_url
+    seen: dict[str, list[str]] = {"phase": [], "title": [], "note": []}
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.expose_function("record", lambda kind, text: seen[kind].append(text))
+    context.add_init_script(WATCH_PAGE)
+    page = context.new_page()
+    sign_up(page, base, "waiter")
+    page.goto(f"{base}/concepts/new")
+    page.set_input_files("#photos", [str(p) for p in _photo_files(tmp_path, 3)])
+    page.fill("#name", "Patient")
+    page.wait_for_selector("#token-hint.ok")
+    page.click("#superclass-suggestions button >> nth=0")
+    page.click("#advanced summary")
+    page.fill("#steps", "3")
+    page.click("#submit")
+    page.wait_for_url(f"{base}/concepts/*")
+    page.wait_for_selector("#gen-form", timeout=300_000)  # ready: the page reloaded itself
+    phases = seen["phase"]
+    loading = [i for i, p in enumerate(phases) if p.startswith("Loading the model")]
+    learning = [i for i, p in enumerate(phases) if p == "Learning your subject…"]
+    assert loading and (not learning or loading[0] < learning[0]), phases
+    assert "Drawing its samples…" in phases, phases
+    assert any(t.startswith("100% Patient") for t in seen["title"]), seen["title"]
+    assert any(t.startswith("✓ Ready: Patient · ") for t in seen["title"]), seen["title"]
+    assert seen["note"] == ["Ready: Patient"]
+    context.close()
