@@ -334,7 +334,15 @@ async function submit(path, body, label) {
 
 if (form) {
   const strength = $("#strength");
-  strength.addEventListener("input", () => { $("#strength-value").textContent = Number(strength.value).toFixed(2); });
+  const strengthWord = (v) => v <= 0.1 ? "Now: the superclass, hardly any of your subject."
+    : v < 0.4 ? "Now: a light touch of your subject." : v < 0.75 ? "Now: clearly your subject, still shaped by the prompt."
+      : "Now: unmistakably your subject.";
+  const showStrength = () => {
+    $("#strength-value").textContent = Number(strength.value).toFixed(2);
+    $("#strength-word").textContent = strengthWord(Number(strength.value));
+  };
+  strength.addEventListener("input", showStrength);
+  showStrength();
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submit("/api/generations", formValues());

@@ -153,3 +153,15 @@ def test_the_page_says_trained_only_when_the_fit_is_done(make_user) -> None:  # 
     assert "Trained" not in page and "Training 80 steps" in page
     mark_ready(concept["id"])
     assert "Trained 80 steps on 4 photos" in user.get(f"/concepts/{concept['id']}").text
+
+
+def test_the_strength_slider_says_what_moves(make_user) -> None:  # type: ignore[no-untyped-def]
+    user = make_user()
+    concept = create_concept(user, superclass="toy")
+    mark_ready(concept["id"])
+    page = user.get(f"/concepts/{concept['id']}").text
+    token = html.escape(concept["token"])
+    assert '<span class="end">the toy</span>' in page
+    assert f'<span class="end">unmistakably {token}</span>' in page
+    assert "At 0 you get" in page and "just the superclass — a toy as the base model" in page
+    assert f"until at 1 it is unmistakably {token}" in page
