@@ -58,11 +58,16 @@ def estimated_wait(session: Session, job: Job) -> Wait | None:
     """How long until a worker picks this queued job up; None when it is not queued."""
     if job.state != JobState.queued:
         return None
-    typical = {kind: typical_duration_s(session, kind) for kind in JobKind}
+    # Durations and the running jobs once per session (a list of cards asks for several).
+    if "wait_estimates" not in session.info:
+        session.info["wait_estimates"] = (
+            {kind: typical_duration_s(session, kind) for kind in JobKind},
+            session.execute(
+                select(Job.kind, Job.started_at).where(Job.state == JobState.running)
+            ).all(),
+        )
+    typical, running = session.info["wait_estimates"]
     now = _naive(utcnow())
-    running = session.execute(
-        select(Job.kind, Job.started_at).where(Job.state == JobState.running)
-    ).all()
     ahead = session.scalars(
         select(Job.kind).where(
             Job.state == JobState.queued, Job.created_at < job.created_at, Job.id != job.id

@@ -165,3 +165,49 @@ def test_the_strength_slider_says_what_moves(make_user) -> None:  # type: ignore
     assert f'<span class="end">unmistakably {token}</span>' in page
     assert "At 0 you get" in page and "just the superclass — a toy as the base model" in page
     assert f"until at 1 it is unmistakably {token}" in page
+
+
+def test_lists_read_each_card_in_a_fixed_number_of_queries(make_user) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import event
+
+    from app.db import get_engine
+
+    alice, bob = make_user(), make_user()
+    made = [create_concept(alice, name=f"Lister {i}", superclass="lister") for i in range(6)]
+    for i, concept in enumerate(made):
+        if i % 2:
+            mark_ready(concept["id"], samples=2)
+            alice.patch(f"/api/concepts/{concept['id']}", json={"visibility": "public"})
+    alice.post(f"/api/concepts/{made[1]['id']}/share")
+
+    def queries(client, path: str) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+        seen: list[str] = []
+
+        def count(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(get_engine(), "before_cursor_execute", count)
+        try:
+            body = client.get(path, params={"q": "lister", "per_page": 60}).json()
+        finally:
+            event.remove(get_engine(), "before_cursor_execute", count)
+        return len(seen), body
+
+    counts = {}
+    for client, path in ((alice, "/api/concepts"), (bob, "/api/concepts/public")):
+        counts[path], page = queries(client, path)
+        # the same cards as reading each concept on its own
+        assert page["items"] == [
+            client.get(f"/api/concepts/{c['id']}").json() for c in page["items"]
+        ]
+        assert page["total"] == (6 if client is alice else 3)
+    queued = 3  # each of alice's queued fits: its queue position and what is ahead of it
+    assert counts["/api/concepts"] <= 12 + 2 * queued, counts
+    for concept in made[::2]:  # three more public cards, with samples: no more queries
+        mark_ready(concept["id"], samples=2)
+        alice.patch(f"/api/concepts/{concept['id']}", json={"visibility": "public"})
+    more, page = queries(bob, "/api/concepts/public")
+    assert page["total"] == 6 and more == counts["/api/concepts/public"] <= 10, (more, counts)
+    _, mine = queries(alice, "/api/concepts")
+    assert any(c["share_link_active"] for c in mine["items"])
+    assert all(len(c["photos"]) == 4 for c in mine["items"])
