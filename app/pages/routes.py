@@ -25,10 +25,12 @@ from app.config import REPO_ROOT
 from app.deps import SessionDep, SettingsDep
 from app.jobs import params as job_params
 from app.pages import concept_facts
+from app.static_assets import static_url
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
 templates.env.globals["wait_text"] = concept_facts.wait_text
+templates.env.globals["static"] = static_url
 
 
 def render(
