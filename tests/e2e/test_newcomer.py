@@ -70,13 +70,14 @@ def test_api_docs_render_with_swagger_ui_5(studio: Stack, browser) -> None:  # t
 
 
 def _photo_files(folder: Path, n: int) -> list[Path]:
-    from workers.toyworld.world import BACKGROUNDS, render_concept
+    from workers.toyworld.world import render_subject, subject_backgrounds
 
     rng = random.Random(5)
+    backgrounds = subject_backgrounds("candy")
     paths = []
     for i in range(n):
         path = folder / f"toy-{i}.png"
-        render_concept("candy", BACKGROUNDS[i % len(BACKGROUNDS)], rng).save(path)
+        render_subject("candy", backgrounds[i % len(backgrounds)], rng).save(path)
         paths.append(path)
     return paths
 
