@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from app.concepts.routes import router as concepts_router
-from app.config import REPO_ROOT, get_settings
+from app.config import get_settings
 from app.generations.routes import router as generations_router
 from app.health.routes import router as health_router
 from app.jobs.routes import router as jobs_router
 from app.pages.routes import router as pages_router
 from app.security.install import install_security
+from app.static_assets import STATIC_DIR, VersionedStaticFiles
 from app.users.routes import router as users_router
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def create_app() -> FastAPI:
     """Build the app for the current settings."""
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
     install_security(app)
-    app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
+    app.mount("/static", VersionedStaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(concepts_router)

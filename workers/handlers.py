@@ -253,7 +253,10 @@ def _render(
         except perfusion.GenerationCanceled:
             ctx.raise_stop()
         image_id = uuid.uuid4()
-        png = png_bytes(image, {"prompt": prompt, **params, "seed": seed, "index": index})
+        sampler = type(pipe.scheduler).__name__
+        png = png_bytes(
+            image, {"prompt": prompt, **params, "seed": seed, "index": index, "sampler": sampler}
+        )
         rendered.append(results.ResultImage(image_id, index, seed, image.width, image.height, png))
         if publish_images:
             ctx.publish(ImageEvent(index=index, image_id=str(image_id), url=image_url(image_id)))

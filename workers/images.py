@@ -11,15 +11,45 @@ from PIL import Image, PngImagePlugin
 
 PARAMETERS_KEY = "perfusion-studio"
 """The PNG text chunk holding every generation parameter as JSON."""
+A1111_KEY = "parameters"
+"""The text chunk AUTOMATIC1111's web UI writes and image viewers and galleries read."""
+
+
+def a1111_parameters(parameters: dict[str, Any], size: tuple[int, int]) -> str:
+    """The parameters in AUTOMATIC1111's text form: the prompt, `Negative prompt: …`, then one
+    line of `Key: value` pairs (Steps, Sampler, CFG scale, Seed, Size, Model, …)."""
+    lines = [str(parameters.get("prompt", ""))]
+    if parameters.get("negative_prompt"):
+        lines.append(f"Negative prompt: {parameters['negative_prompt']}")
+    base = str(parameters.get("base_model") or "").rstrip("/")
+    pairs = {
+        "Steps": parameters.get("steps"),
+        "Sampler": parameters.get("sampler"),
+        "CFG scale": parameters.get("guidance"),
+        "Seed": parameters.get("seed"),
+        "Size": f"{size[0]}x{size[1]}",
+        "Model": "/".join(base.split("/")[-2:]) if base.startswith("/") else base or None,
+        "Perfusion strength": parameters.get("strength"),
+        "Perfusion concepts": " ".join(parameters.get("tokens") or []) or None,
+    }
+    # A value with a comma would split the line where readers split it: quote it, as A1111 does.
+    line = ", ".join(
+        f"{key}: {json.dumps(text) if ',' in (text := str(value)) else text}"
+        for key, value in pairs.items()
+        if value not in (None, "")
+    )
+    return "\n".join([*lines, line])
 
 
 def png_bytes(image: Image.Image, parameters: dict[str, Any] | None = None) -> bytes:
     """The image as PNG; each parameter also as its own text chunk, all of them as JSON."""
     info = PngImagePlugin.PngInfo()
     for key, value in (parameters or {}).items():
-        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+        if key != A1111_KEY:
+            info.add_text(key, value if isinstance(value, str) else json.dumps(value))
     if parameters:
         info.add_text(PARAMETERS_KEY, json.dumps(parameters, sort_keys=True))
+        info.add_text(A1111_KEY, a1111_parameters(parameters, image.size))
     out = io.BytesIO()
     image.convert("RGB").save(out, format="PNG", pnginfo=info)
     return out.getvalue()

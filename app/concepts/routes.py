@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
 from app.auth.deps import CurrentUser
-from app.concepts import rules, service, sharing, views
+from app.concepts import basemodel, importing, refit, rules, service, sharing, views
 from app.concepts.access import Need, ViewerDep, get_concept
 from app.concepts.models import NAME_MAX_CHARS, SUPERCLASS_MAX_CHARS, TOKEN_MAX_CHARS, Visibility
 from app.concepts.schemas import (
@@ -28,7 +28,7 @@ from app.generations.service import resolve_tokens, resolved
 from app.jobs.models import JobKind
 from app.jobs.params import FIT_STEPS_MAX, FIT_STEPS_MIN, SEED_MAX, SEED_MIN
 from app.jobs.queue import job_ref
-from app.security.ratelimit import enforce_job_quota
+from app.security.ratelimit import check_job_quota, count_jobs
 from app.uploads.streaming import read_upload, read_upload_files
 
 router = APIRouter(prefix="/api/concepts", tags=["concepts"])
@@ -59,7 +59,7 @@ def create_concept(
     seed: Annotated[int | None, Form(ge=SEED_MIN, le=SEED_MAX)] = None,
 ) -> CreatedOut:
     """Upload photos and start teaching the model the subject (a fit job)."""
-    enforce_job_quota(session, user, JobKind.fit, settings)
+    check_job_quota(session, user, JobKind.fit, settings)  # counted once the upload is accepted
     if len(images) > rules.MAX_PHOTOS:
         raise HTTPException(422, f"Upload at most {rules.MAX_PHOTOS} photos.")
     uploads = [Upload(name, data) for name, data in read_upload_files(images, settings)]
@@ -70,6 +70,7 @@ def create_concept(
         )  # fmt: skip
     except ConceptError as exc:
         raise _refuse(exc) from None
+    count_jobs(user, JobKind.fit, settings)
     return CreatedOut(id=concept.id, job=job_ref(session, job))
 
 
@@ -99,10 +100,20 @@ def check_token(
     return rules.check_token(session, token or rules.suggest_token(name))
 
 
+@router.get("/free-token")
+def free_token(session: SessionDep, token: Annotated[str, Query(max_length=60)]) -> TokenCheck:
+    """`token` if free, else the first free `<token-2>`, `<token-3>`… (e.g. to import a
+    concept downloaded from this studio back into it)."""
+    check = rules.check_token(session, token)
+    if not check.valid:
+        return check
+    return rules.check_token(session, importing.free_token(session, token))
+
+
 @router.get("/superclasses")
 def superclasses(settings: SettingsDep) -> list[str]:
-    """Superclass suggestions (the toy world's nouns first when it is the base model)."""
-    return rules.superclass_suggestions(settings)
+    """Superclass suggestions (only the toy world's nouns when it is the base model)."""
+    return basemodel.base_model_facts(settings).superclasses
 
 
 @router.get("/resolve")
@@ -123,11 +134,18 @@ def import_concept(
     file: Annotated[UploadFile, File(description="A Perfusion concept .safetensors file.")],
     name: Annotated[str | None, Form(max_length=NAME_MAX_CHARS)] = None,
     visibility: Annotated[Visibility, Form()] = Visibility.private,
+    token: Annotated[
+        str | None,
+        Form(max_length=TOKEN_MAX_CHARS, description="Token to use it by (default: the file's)."),
+    ] = None,
 ) -> ConceptOut:
-    """Add a concept from a downloaded file (checked against this studio's base model)."""
+    """Add a concept from a downloaded file (checked against this studio's base model);
+    its samples are drawn by a worker, as after a fit."""
     data = read_upload(file, settings.concept_file_max_bytes)
     try:
-        concept = service.import_concept(session, settings, user, data, name, visibility)
+        concept = service.import_concept(
+            session, settings, user, data, name, visibility, token or None
+        )
     except ConceptError as exc:
         raise _refuse(exc) from None
     return views.concept_out(session, viewer, concept)
@@ -184,6 +202,25 @@ def concept_photo(
     return Response(
         data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
     )
+
+
+@router.post("/{concept_id}/fit", status_code=status.HTTP_202_ACCEPTED)
+def fit_again(
+    concept_id: uuid.UUID,
+    user: CurrentUser,
+    viewer: ViewerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> CreatedOut:
+    """Fit a canceled or failed concept again: same photos, same settings. Owner only."""
+    concept = get_concept(session, viewer, concept_id, Need.manage)
+    check_job_quota(session, user, JobKind.fit, settings)
+    try:
+        job = refit.fit_again(session, concept)
+    except ConceptError as exc:
+        raise _refuse(exc) from None
+    count_jobs(user, JobKind.fit, settings)
+    return CreatedOut(id=concept.id, job=job_ref(session, job))
 
 
 @router.post("/{concept_id}/share")

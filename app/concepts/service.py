@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.concepts import filecheck
+from app.concepts import filecheck, importing
 from app.concepts.models import (
     NAME_MAX_CHARS,
     SUPERCLASS_MAX_CHARS,
@@ -182,9 +182,11 @@ def import_concept(
     data: bytes,
     name: str | None,
     visibility: Visibility,
+    token: str | None = None,
 ) -> Concept:
     """A ready concept from an uploaded concept file, checked against the newest concept
-    fitted here: the same tensor layout and the same base-model fingerprint."""
+    fitted here: the same tensor layout and the same base-model fingerprint; under `token`
+    when the importer chose one (the stored file is rewritten to carry it)."""
     reference = filecheck.reference_file(session, settings.base_model)
     try:
         info = filecheck.inspect_concept_file(
@@ -192,8 +194,14 @@ def import_concept(
         )
     except filecheck.ConceptFileRejected as exc:
         raise ConceptError(exc.status_code, str(exc)) from None
-    if not TOKEN_RE.match(info.token):
-        raise ConceptError(422, f"The concept's token {info.token!r} is not of the form <name>.")
+    if token is not None and token != info.token:
+        check = check_token(session, token)
+        if not check.valid:
+            raise ConceptError(422, check.message)
+        data = importing.retoken(data, token)
+    token = token or info.token
+    if not TOKEN_RE.match(token):
+        raise ConceptError(422, f"The concept's token {token!r} is not of the form <name>.")
     expected = reference.base_fingerprint if reference else ""
     if expected and info.base_fingerprint != expected:
         raise ConceptError(
@@ -201,14 +209,18 @@ def import_concept(
             "This concept was made for another base model "
             f"({info.base_model_id or 'unknown'}); this studio runs {settings.base_model}.",
         )
-    check = check_token(session, info.token)
+    check = check_token(session, token)
     if not check.available:
-        raise ConceptError(409, f"{info.token} is already used by another concept here.")
+        raise ConceptError(
+            409,
+            f"{token} is already used by another concept here; import it under another "
+            f"token, e.g. {importing.free_token(session, token)}.",
+        )
     blob_id = DatabaseBlobStore(session).put(data, "application/octet-stream")
     concept = Concept(
         owner_id=user.id,
-        name=(name or "").strip()[:NAME_MAX_CHARS] or info.token.strip("<>"),
-        token=info.token,
+        name=(name or "").strip()[:NAME_MAX_CHARS] or token.strip("<>"),
+        token=token,
         superclass=info.superclass[:SUPERCLASS_MAX_CHARS],
         visibility=visibility,
         base_model=settings.base_model,
@@ -218,4 +230,5 @@ def import_concept(
     )
     session.add(concept)
     session.flush()
+    importing.queue_samples(session, settings, concept)
     return concept

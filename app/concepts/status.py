@@ -1,5 +1,6 @@
 """A concept's status, owned here: created `fitting` (or `ready` when imported), then its fit
-job's end decides: succeeded → ready, failed → failed, canceled → canceled."""
+job's end decides: succeeded → ready, failed → failed, canceled → canceled; a failed or
+canceled concept is `fitting` again when its fit is started again."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ FIT_OUTCOME = {
     JobState.failed: ConceptStatus.failed,
     JobState.canceled: ConceptStatus.canceled,
 }
+RESTARTABLE = frozenset({ConceptStatus.failed, ConceptStatus.canceled})
 
 
 def fit_ended(session: Session, concept_id: uuid.UUID, state: JobState) -> None:
@@ -22,3 +24,9 @@ def fit_ended(session: Session, concept_id: uuid.UUID, state: JobState) -> None:
     concept = session.get(Concept, concept_id)
     if concept is not None and concept.status == ConceptStatus.fitting:
         concept.status = FIT_OUTCOME[state]
+
+
+def fit_restarted(concept: Concept) -> None:
+    """A failed or canceled concept whose fit was queued again (`refit.fit_again`)."""
+    if concept.status in RESTARTABLE:
+        concept.status = ConceptStatus.fitting

@@ -9,6 +9,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.jobs.estimates import estimated_wait
 from app.jobs.events import StateEvent
 from app.jobs.models import Job, JobKind, JobState
 from app.jobs.params import JobParams
@@ -86,9 +87,12 @@ def queue_position(session: Session, job: Job) -> int | None:
 
 
 def job_ref(session: Session, job: Job) -> JobRef:
+    wait = estimated_wait(session, job)
     return JobRef(
         id=job.id,
         state=job.state.value,
         queue_position=queue_position(session, job),
         error=job.error,
+        wait_s=wait.seconds if wait else None,
+        behind_fit=bool(wait and wait.behind_fit),
     )

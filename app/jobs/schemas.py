@@ -18,6 +18,10 @@ class JobRef(BaseModel):
     state: str
     queue_position: int | None = None
     error: str | None = None
+    wait_s: float | None = None
+    """While queued: an estimate of the seconds until a worker starts it."""
+    behind_fit: bool = False
+    """While queued: a fit is ahead of this generation."""
 
 
 class JobOut(BaseModel):

@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from app.auth.deps import OptionalUser
-from app.concepts import rules, sharing, views
+from app.concepts import basemodel, rules, sharing, views
 from app.concepts.access import (
     SHARES_COOKIE,
     ViewerDep,
@@ -23,9 +23,14 @@ from app.concepts.access import (
 from app.concepts.models import ShareGrant
 from app.config import REPO_ROOT
 from app.deps import SessionDep, SettingsDep
+from app.jobs import params as job_params
+from app.pages import concept_facts
+from app.static_assets import static_url
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=REPO_ROOT / "templates")
+templates.env.globals["wait_text"] = concept_facts.wait_text
+templates.env.globals["static"] = static_url
 
 
 def render(
@@ -90,9 +95,18 @@ def new_concept(
         request,
         "new_concept.html",
         user,
-        superclasses=rules.superclass_suggestions(settings),
+        superclasses=basemodel.base_model_facts(settings).superclasses,
         default_steps=settings.default_fit_steps,
         toy_world=rules.is_toy_world(settings),
+        base=basemodel.base_model_facts(settings),
+        limits={
+            "min_photos": rules.MIN_PHOTOS,
+            "max_photos": rules.MAX_PHOTOS,
+            "max_file_bytes": min(settings.upload_max_file_bytes, rules.MAX_PHOTO_BYTES),
+            "max_total_bytes": settings.upload_max_total_bytes,
+            "min_side": settings.image_min_side,
+            "max_steps": job_params.FIT_STEPS_MAX,
+        },
     )
 
 
@@ -105,7 +119,16 @@ def concept_page(
     except HTTPException:
         return not_found_page(request, viewer.user, "This concept does not exist or is not shared.")
     out = views.concept_out(session, viewer, concept)
-    return render(request, "concept.html", viewer.user, concept=out)
+    return render(
+        request,
+        "concept.html",
+        viewer.user,
+        concept=out,
+        facts=concept_facts.training_facts(out.settings),
+        sample_prompt=concept_facts.sample_prompt(session, concept),
+        limits=job_params,
+        samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
+    )
 
 
 @router.get("/s/{secret}", response_class=HTMLResponse, response_model=None)

@@ -125,10 +125,20 @@ def active_job_count(session: Session, user: User) -> int:
     )
 
 
-def enforce_job_quota(
+def _hourly(kind: JobKind, settings: Settings) -> tuple[str, int, str]:
+    per_hour = settings.fits_per_hour if kind == JobKind.fit else settings.generations_per_hour
+    return (
+        f"job:{kind.value}:{{}}",
+        per_hour,
+        f"Hourly limit of {per_hour} {kind.value} jobs reached.",
+    )
+
+
+def check_job_quota(
     session: Session, user: User, kind: JobKind, settings: Settings | None = None, count: int = 1
 ) -> None:
-    """Call before creating `count` fit or generation jobs: active-job cap, then hourly rate."""
+    """Refuse (429) what the quota would refuse, counting nothing: call before reading an
+    upload, then `count_jobs` once the request was accepted, so a refused upload costs none."""
     settings = settings or get_settings()
     if active_job_count(session, user) + count > settings.max_active_jobs:
         raise too_many(
@@ -136,12 +146,22 @@ def enforce_job_quota(
             "wait for one to finish.",
             ACTIVE_JOB_RETRY_AFTER_S,
         )
-    per_hour = settings.fits_per_hour if kind == JobKind.fit else settings.generations_per_hour
-    enforce(
-        f"job:{kind.value}:{user.id}",
-        per_hour,
-        3600,
-        f"Hourly limit of {per_hour} {kind.value} jobs reached.",
-        get_counter(settings),
-        count,
-    )
+    key, per_hour, message = _hourly(kind, settings)
+    now = time.time()
+    if get_counter(settings).hit(key.format(user.id), 3600, now, 0) + count > per_hour:
+        raise too_many(message, max(1, math.ceil(3600 - now % 3600)))
+
+
+def count_jobs(user: User, kind: JobKind, settings: Settings | None = None, count: int = 1) -> None:
+    """Count `count` accepted jobs against the hourly rate (429 if that goes over it)."""
+    settings = settings or get_settings()
+    key, per_hour, message = _hourly(kind, settings)
+    enforce(key.format(user.id), per_hour, 3600, message, get_counter(settings), count)
+
+
+def enforce_job_quota(
+    session: Session, user: User, kind: JobKind, settings: Settings | None = None, count: int = 1
+) -> None:
+    """Call before creating `count` fit or generation jobs: active-job cap, then hourly rate."""
+    check_job_quota(session, user, kind, settings, count)
+    count_jobs(user, kind, settings, count)

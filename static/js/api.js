@@ -28,11 +28,22 @@ export async function api(path, { method = "GET", json, form } = {}) {
   if (response.status === 204) return null;
   const body = await response.json().catch(() => null);
   if (!response.ok) {
-    const error = new Error(errorMessage(body, response.status));
+    let message = errorMessage(body, response.status);
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    if (response.status === 429 && retryAfter > 0) message += ` Try again in ${waitText(retryAfter)}.`;
+    const error = new Error(message);
     error.status = response.status;
+    error.retryAfter = retryAfter || null;
     throw error;
   }
   return body;
+}
+
+/** "N minutes" (or seconds under a minute) for a Retry-After in seconds. */
+export function waitText(seconds) {
+  if (seconds < 60) return `${Math.ceil(seconds)} second${Math.ceil(seconds) === 1 ? "" : "s"}`;
+  const minutes = Math.ceil(seconds / 60);
+  return `${minutes} minute${minutes === 1 ? "" : "s"}`;
 }
 
 export function show(el, message) {

@@ -2,6 +2,7 @@
 // strength sweep, lightbox, and the owner's settings (rename, visibility, share, delete).
 import { api, show, el, $, formatSeconds } from "./api.js";
 import { follow } from "./live.js";
+import { askToNotify, canAskToNotify, notify, queuedText, titleProgress } from "./waiting.js";
 
 const root = $("#concept");
 const conceptId = root.dataset.id;
@@ -12,18 +13,30 @@ const token = root.dataset.token;
 function watchFit(jobId) {
   const losses = [];
   const phase = $("#fit-phase");
+  const name = $("[data-testid=concept-name]").textContent;
   const setPhase = (text) => { phase.textContent = text; };
+  let stepped = false;
+  // While queued, the estimate comes from the API (recent durations, what is ahead).
+  const estimate = async () => {
+    const concept = await api(`/api/concepts/${conceptId}`).catch(() => null);
+    const job = concept && concept.job;
+    if (job && job.state === "queued") setPhase(queuedText(job.queue_position, job.wait_s));
+  };
   follow(jobId, {
     onEvent(event) {
       if (event.type === "queue") {
-        setPhase(event.position <= 1 ? "Queued — next up." : `Queued — position ${event.position}.`);
+        setPhase(queuedText(event.position, null));
+        estimate();
       } else if (event.type === "state") {
-        if (event.state === "running") setPhase("Learning your subject…");
+        if (event.state === "running" && !stepped) setPhase("Loading the model and preparing the photos… (step 1 comes after that)");
+        else if (event.state === "running") setPhase("Learning your subject…");
         else if (event.state === "queued") setPhase("Queued — waiting for a worker…");
         else if (event.state === "failed") setPhase(`The fit failed: ${event.error || "unknown error"}`);
         else if (event.state === "canceled") setPhase("The fit was canceled.");
       } else if (event.type === "step") {
-        setPhase("Learning your subject…");
+        stepped = true;
+        setPhase(event.step >= event.total ? "Drawing its samples…" : "Learning your subject…");
+        titleProgress(`${Math.floor((100 * event.step) / Math.max(1, event.total))}% ${name}`);
         $("#fit-step").textContent = `${event.step}/${event.total}`;
         $("#fit-bar").style.width = `${(100 * event.step) / Math.max(1, event.total)}%`;
         $("#fit-elapsed").textContent = formatSeconds(event.elapsed_s);
@@ -45,21 +58,34 @@ function watchFit(jobId) {
       badge.className = `badge ${state === "succeeded" ? "ready" : state}`;
       const cancel = $("#fit-cancel");
       if (cancel) cancel.hidden = true;
+      const again = $("#fit-again-row");
+      if (again && (state === "failed" || state === "canceled")) again.hidden = false;
+      const word = state === "succeeded" ? "Ready" : state === "canceled" ? "Canceled" : "Fit failed";
+      titleProgress(`${state === "succeeded" ? "✓" : "✗"} ${word}: ${name}`);
+      notify(`${word}: ${name}`, state === "succeeded" ? "Your concept is ready to use." : "The fit ended without a concept.", window.location.href);
       if (state === "succeeded") {
         setPhase("Ready! Loading the generator…");
+        // Keep the ✓ in the title over the reload until the person looks at the tab.
+        try { if (document.hidden) sessionStorage.setItem(`fit-done:${conceptId}`, document.title); } catch { /* no storage */ }
         setTimeout(() => window.location.reload(), 600);
       }
     },
     async poll() {
       const concept = await api(`/api/concepts/${conceptId}`);
       const job = concept.job;
-      if (job && job.state === "queued") setPhase(`Queued — position ${job.queue_position ?? "?"}.`);
-      if (job && job.state === "running") setPhase("Learning your subject…");
+      if (job && job.state === "queued") setPhase(queuedText(job.queue_position, job.wait_s));
+      if (job && job.state === "running" && stepped) setPhase("Learning your subject…");
       if (job && job.error) setPhase(`The fit failed: ${job.error}`);
       if (concept.status === "ready") return "succeeded";
       return job ? job.state : concept.status;
     },
   });
+  if (root.dataset.jobState === "queued") estimate();
+  const ask = $("#fit-notify");
+  if (ask && canAskToNotify()) {
+    ask.hidden = false;
+    ask.addEventListener("click", async () => { await askToNotify(); ask.hidden = true; });
+  }
   const cancel = $("#fit-cancel");
   if (cancel) {
     cancel.addEventListener("click", async () => {
@@ -89,6 +115,37 @@ function drawSparkline(polyline, values) {
 }
 
 if (root.dataset.status === "fitting" && root.dataset.jobId) watchFit(root.dataset.jobId);
+try {
+  const done = sessionStorage.getItem(`fit-done:${conceptId}`);
+  if (done) {
+    sessionStorage.removeItem(`fit-done:${conceptId}`);
+    document.title = done;
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) titleProgress(""); }, { once: true });
+  }
+} catch { /* no storage */ }
+
+// A canceled or failed fit starts again on the same photos with the same settings.
+const fitAgain = $("#fit-again");
+if (fitAgain) {
+  fitAgain.addEventListener("click", async () => {
+    fitAgain.disabled = true;
+    try {
+      await api(`/api/concepts/${conceptId}/fit`, { method: "POST" });
+      window.location.reload();
+    } catch (error) {
+      $("#fit-phase").textContent = error.message;
+      fitAgain.disabled = false;
+    }
+  });
+}
+
+// An imported concept's samples are drawn by a worker: show them once they exist.
+if ($("#samples-pending")) {
+  const timer = setInterval(async () => {
+    const concept = await api(`/api/concepts/${conceptId}`).catch(() => null);
+    if (concept && concept.samples.length) { clearInterval(timer); window.location.reload(); }
+  }, 3000);
+}
 
 // ---------------------------------------------------------------- lightbox
 
@@ -148,13 +205,38 @@ function fillForm(p) {
   form.scrollIntoView({ behavior: "smooth" });
 }
 
+// The server's bounds, rendered into the inputs' attributes: refuse before sending, and never
+// cut a prompt short silently (the textarea has no maxlength; the counter says how far over).
+const bound = (id, name) => Number($(id).getAttribute(name));
+
 function clientProblems(v) {
+  const maxPrompt = bound("#prompt", "data-max");
+  const maxNegative = bound("#negative", "data-max");
+  const [minSteps, maxSteps] = [bound("#steps", "min"), bound("#steps", "max")];
+  const [minGuidance, maxGuidance] = [bound("#guidance", "min"), bound("#guidance", "max")];
+  const maxSeed = bound("#seed", "max");
   if (!v.prompt) return "Write a prompt.";
-  if (v.prompt.length > 500) return "The prompt is at most 500 characters.";
-  if (v.seed !== null && !(Number.isInteger(v.seed) && v.seed >= 0 && v.seed <= 4294967295)) return "The seed is a whole number from 0 to 4294967295.";
-  if (!(Number.isInteger(v.steps) && v.steps >= 1 && v.steps <= 150)) return "Steps: 1 to 150.";
-  if (!(v.guidance >= 0 && v.guidance <= 30)) return "Guidance: 0 to 30.";
+  if (v.prompt.length > maxPrompt) return `The prompt has ${v.prompt.length} characters; at most ${maxPrompt} are accepted — shorten it by ${v.prompt.length - maxPrompt}.`;
+  if (v.negative_prompt.length > maxNegative) return `The negative prompt is at most ${maxNegative} characters (it has ${v.negative_prompt.length}).`;
+  if (v.seed !== null && !(Number.isInteger(v.seed) && v.seed >= 0 && v.seed <= maxSeed)) return `The seed is a whole number from 0 to ${maxSeed}.`;
+  if (!(Number.isInteger(v.steps) && v.steps >= minSteps && v.steps <= maxSteps)) return `Steps: ${minSteps} to ${maxSteps}.`;
+  if (!(v.guidance >= minGuidance && v.guidance <= maxGuidance)) return `Guidance: ${minGuidance} to ${maxGuidance}.`;
   return "";
+}
+
+function countPrompt() {
+  const prompt = $("#prompt");
+  const count = $("#prompt-count");
+  if (!prompt || !count) return;
+  const max = bound("#prompt", "data-max");
+  const n = prompt.value.length;
+  count.textContent = n > max ? `${n}/${max} characters — ${n - max} too many; it will not be sent like this.` : `${n}/${max} characters`;
+  count.className = `hint ${n > max ? "bad" : ""}`;
+}
+
+/** ", behind a fit" when the estimate includes one (the server says so in `ahead`). */
+function behindText(job) {
+  return job && job.behind_fit ? ", behind a fit" : "";
 }
 
 /** A result block with one placeholder per image, filled as events arrive. */
@@ -166,8 +248,9 @@ function resultBlock(created, values, label) {
       el("div", { class: "progress" }, bar), el("span", { class: "cap", text: `seed ${created.seed + i}` }));
     cards.push({ card, bar });
   }
-  const status = el("p", { class: "small muted", text: "Queued…" });
-  const block = el("div", {}, label ? el("div", { class: "small", text: label }) : null, status,
+  const status = el("p", { class: "small muted", "data-testid": "result-status",
+    text: created.job && created.job.state === "queued" ? queuedText(created.job.queue_position, created.job.wait_s, behindText(created.job)) : "Queued…" });
+  const block = el("div", { class: "result" }, label ? el("div", { class: "small", text: label }) : null, status,
     el("div", { class: "images" }, cards.map((c) => c.card)));
   const generation = { prompt: values.prompt, params: { ...values, seed: created.seed } };
   const setImage = (index, image) => {
@@ -180,7 +263,12 @@ function resultBlock(created, values, label) {
   };
   follow(created.job.id, {
     onEvent(event) {
-      if (event.type === "queue") status.textContent = `Queued — position ${event.position}.`;
+      if (event.type === "queue") {
+        status.textContent = queuedText(event.position, null);
+        api(`/api/generations/${created.id}`).then((gen) => {
+          if (gen.job && gen.job.state === "queued") status.textContent = queuedText(gen.job.queue_position, gen.job.wait_s, behindText(gen.job));
+        }).catch(() => {});
+      }
       else if (event.type === "state" && event.state === "running") status.textContent = "Generating…";
       else if (event.type === "step") {
         const slot = cards[event.image_index ?? 0];
@@ -206,7 +294,7 @@ function resultBlock(created, values, label) {
     async poll() {
       const gen = await api(`/api/generations/${created.id}`);
       gen.images.forEach((image, i) => setImage(i, image));
-      if (gen.job && gen.job.state === "queued") status.textContent = `Queued — position ${gen.job.queue_position ?? "?"}.`;
+      if (gen.job && gen.job.state === "queued") status.textContent = queuedText(gen.job.queue_position, gen.job.wait_s, behindText(gen.job));
       return gen.job ? gen.job.state : "succeeded";
     },
   });
@@ -225,13 +313,16 @@ async function submit(path, body, label) {
     const results = $("#results");
     if (created.items) {
       const row = el("div", { class: "sweep" });
-      const block = el("div", {}, el("div", { class: "small", text: `Strength sweep · seed ${created.items[0].seed}` }), row);
+      const block = el("div", { class: "result" },
+        el("div", { class: "small prompt-said", text: `“${body.prompt}” · strength sweep · seed ${created.items[0].seed}` }), row);
       created.items.forEach((item, i) => {
         row.append(resultBlock(item, { ...body, n: 1, strength: body.strengths[i] }, `strength ${body.strengths[i].toFixed(1)}`));
       });
       results.prepend(block);
     } else {
-      results.prepend(resultBlock(created, body, ""));
+      const block = resultBlock(created, body, "");
+      block.prepend(el("div", { class: "small prompt-said", text: `“${body.prompt}” · ${describe({ ...body, seed: created.seed })}` }));
+      results.prepend(block);
       if (created.unknown.length) show(error, `Not recognised (generated without them): ${created.unknown.join(", ")}`);
     }
   } catch (e) {
@@ -243,7 +334,15 @@ async function submit(path, body, label) {
 
 if (form) {
   const strength = $("#strength");
-  strength.addEventListener("input", () => { $("#strength-value").textContent = Number(strength.value).toFixed(2); });
+  const strengthWord = (v) => v <= 0.1 ? "Now: the superclass, hardly any of your subject."
+    : v < 0.4 ? "Now: a light touch of your subject." : v < 0.75 ? "Now: clearly your subject, still shaped by the prompt."
+      : "Now: unmistakably your subject.";
+  const showStrength = () => {
+    $("#strength-value").textContent = Number(strength.value).toFixed(2);
+    $("#strength-word").textContent = strengthWord(Number(strength.value));
+  };
+  strength.addEventListener("input", showStrength);
+  showStrength();
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submit("/api/generations", formValues());
@@ -256,10 +355,11 @@ if (form) {
   // Which <tokens> in the prompt are concepts we may use?
   let timer = null;
   const prompt = $("#prompt");
+  prompt.addEventListener("input", countPrompt);
   prompt.addEventListener("input", () => {
     clearTimeout(timer);
     timer = setTimeout(async () => {
-      const r = await api(`/api/concepts/resolve?prompt=${encodeURIComponent(prompt.value)}`).catch(() => null);
+      const r = await api(`/api/concepts/resolve?prompt=${encodeURIComponent(prompt.value.slice(0, 500))}`).catch(() => null);
       if (!r) return;
       $("#tokens-found").replaceChildren(
         ...r.recognized.map((t) => el("span", { class: "chip", title: t.name, text: `✓ ${t.token}` })),
@@ -326,6 +426,9 @@ if (root.dataset.owner === "true") {
       $("[data-testid=concept-name]").textContent = c.name;
       show(error, "");
     } catch (e) { show(error, e.message); }
+  });
+  visibility.addEventListener("change", () => {
+    $("#visibility-hint").textContent = visibility.selectedOptions[0]?.dataset.why || "";
   });
   visibility.addEventListener("change", async () => {
     try {

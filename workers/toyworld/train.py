@@ -387,6 +387,13 @@ def main(argv: list[str] | None = None) -> None:
     # The nouns the web app suggests first as a concept's superclass (it imports no workers/).
     nouns = [*world.SUPERCLASS_NOUNS, *world.SHAPES]
     (staging / "superclasses.txt").write_text("\n".join(nouns) + "\n")
+    # What the new-concept page says the world draws (app/concepts/basemodel.py reads it).
+    described = {
+        "size_px": world.SIZE,
+        "backgrounds": list(world.BACKGROUNDS),
+        "superclasses": list(world.SUPERCLASS_NOUNS),
+    }
+    (staging / "world.json").write_text(json.dumps(described, indent=2) + "\n")
     facts = {
         "config": asdict(cfg),
         "diffusion_steps_done": steps,

@@ -1,0 +1,87 @@
+"""The web tier under `wrk` (a C load generator, not competing for the server's Python).
+
+    python -m bench.wrk_web [--connections 50] [--duration 15]
+
+Starts the same server and data as bench.web_load (production mode, PostgreSQL + Redis, no
+worker, public imported concepts), then runs `wrk -t1 -c50` for each URL: a static CSS file, the
+browse page (HTML, signed out and signed in), a concept page (HTML) and the
+public list (JSON). Needs `wrk` (Debian: apt-get install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+
+from bench.common import machine_header, table
+from bench.web_load import Server, setup_data
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * UNITS[unit]
+
+
+def wrk(url: str, connections: int, duration: int, headers: dict[str, str]) -> dict[str, float]:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "10s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.M))
+    if len(latency) < 3:
+        raise RuntimeError(f"unexpected wrk output for {url}:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(latency["50"]),
+        "p90": _ms(latency["90"]),
+        "p99": _ms(latency["99"]),
+        "errors": float(errors.group(1) if errors else 0)
+        + (sum(int(g) for g in socket.groups()) if socket else 0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--duration", type=int, default=15)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    header = machine_header()
+    with Server() as server:
+        tokens, concepts = setup_data(server.url)
+        import httpx
+
+        page = httpx.get(server.url + "/signin").text
+        css = re.search(r'href="(/static/[^"]*app\.css)"', page).group(1)  # type: ignore[union-attr]
+        signed_in = {"Authorization": f"Bearer {tokens[0]}"}
+        targets = [
+            ("static CSS", css, {}),
+            ("browse page, signed out", "/", {}),
+            ("browse page, signed in", "/", signed_in),
+            ("concept page", f"/concepts/{concepts[0]['id']}", signed_in),
+            ("public list (JSON)", "/api/concepts/public", signed_in),
+        ]
+        rows = []
+        for label, path, headers in targets:
+            r = wrk(server.url + path, args.connections, args.duration, headers)
+            rows.append(
+                [label, f"{r['rps']:.0f}", f"{r['p50']:.0f}", f"{r['p90']:.0f}",
+                 f"{r['p99']:.0f}", int(r["errors"])]
+            )  # fmt: skip
+    print(header + "\n")
+    print(
+        table(["URL", "req/s", "p50 (ms)", "p90 (ms)", "p99 (ms)", "errors"], rows)
+        + f"\n\n`wrk -t1 -c{args.connections} -d{args.duration}s` per URL, one uvicorn process "
+        "(PostgreSQL + Redis), 12 public concepts."
+    )
+
+
+if __name__ == "__main__":
+    main()
