@@ -16,6 +16,7 @@ COPY bench ./bench
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static
+COPY examples ./examples
 
 FROM base AS web
 RUN pip install --no-cache-dir -e .

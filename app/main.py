@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
+from app.concepts.examples import EXAMPLES_DIR
+from app.concepts.examples import URL_PREFIX as EXAMPLES_URL
 from app.concepts.routes import router as concepts_router
 from app.config import get_settings
 from app.generations.routes import router as generations_router
@@ -45,6 +48,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
     install_security(app)
     app.mount("/static", VersionedStaticFiles(directory=STATIC_DIR), name="static")
+    if EXAMPLES_DIR.is_dir():  # the sample photo sets of the new-concept page
+        app.mount(EXAMPLES_URL, StaticFiles(directory=EXAMPLES_DIR), name="examples")
     app.include_router(health_router)
     app.include_router(users_router)
     app.include_router(concepts_router)

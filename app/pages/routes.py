@@ -12,7 +12,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from app.auth.deps import OptionalUser
-from app.concepts import basemodel, rules, sharing, views
+from app.concepts import basemodel, examples, rules, sharing, views
 from app.concepts.access import (
     SHARES_COOKIE,
     ViewerDep,
@@ -99,6 +99,7 @@ def new_concept(
         default_steps=settings.default_fit_steps,
         toy_world=rules.is_toy_world(settings),
         base=basemodel.base_model_facts(settings),
+        sample_sets=examples.sample_sets() if rules.is_toy_world(settings) else (),
         limits={
             "min_photos": rules.MIN_PHOTOS,
             "max_photos": rules.MAX_PHOTOS,

@@ -252,3 +252,28 @@ $("#import-form").addEventListener("submit", async (event) => {
 });
 
 renderThumbs();
+
+// Sample photo sets (toy world only): fetch the four photos and fill the form as a person would.
+for (const button of document.querySelectorAll("button.sample-set")) {
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const files = await Promise.all(button.dataset.photos.split(" ").map(async (url) => {
+        const response = await fetch(url);
+        if (!response.ok) throw new Error(`${url}: ${response.status}`);
+        return new File([await response.blob()], url.split("/").pop(), { type: "image/png" });
+      }));
+      photos.splice(0, photos.length);
+      addFiles(files);
+      nameInput.value = button.dataset.name;
+      tokenInput.value = button.dataset.token;
+      tokenEdited = true;
+      $("#superclass").value = button.dataset.superclass;
+      scheduleCheck();
+    } catch (error) {
+      show(formError, `The sample photos could not be loaded (${error.message}).`);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}

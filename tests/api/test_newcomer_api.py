@@ -211,3 +211,16 @@ def test_lists_read_each_card_in_a_fixed_number_of_queries(make_user) -> None:  
     _, mine = queries(alice, "/api/concepts")
     assert any(c["share_link_active"] for c in mine["items"])
     assert all(len(c["photos"]) == 4 for c in mine["items"])
+
+
+def test_the_toy_world_offers_sample_photo_sets(make_user, anon) -> None:  # type: ignore[no-untyped-def]
+    """'Try with sample photos': the page names each set and serves its four photos."""
+    from app.concepts.examples import EXAMPLES_DIR
+
+    page = make_user().get("/concepts/new").text
+    assert 'data-testid="sample-sets"' in page
+    assert 'data-token="&lt;candy&gt;"' in page and "a red circle with green stripes" in page
+    for k in range(1, 5):
+        response = anon.get(f"/examples/candy/photo-{k}.png")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert response.content == (EXAMPLES_DIR / "candy" / f"photo-{k}.png").read_bytes()
