@@ -124,11 +124,13 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from safetensors import safe_open
 
     from .concept import concept_from_bytes
+    from .text import ARCH_NAMES
 
     data = Path(args.file).read_bytes()
     concept = concept_from_bytes(data)
     print(f"token:        {concept.token}")
     print(f"superclass:   {concept.superclass}")
+    print(f"architecture: {concept.architecture} ({ARCH_NAMES[concept.architecture]})")
     print(f"base:         {concept.base_model_id} ({concept.base_fingerprint[:16]})")
     print(f"covariance:   {concept.covariance_fingerprint[:16]}")
     print(f"default gate: beta={concept.default_beta} tau={concept.default_tau}")

@@ -13,6 +13,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from .pipeline import cross_attention_layers, model_fingerprint
+from .sides import text_side
+from .text import ARCH_NAMES, ARCH_SD
 
 FORMAT = "perfusion-concept"
 FORMAT_VERSION = 1
@@ -56,6 +58,8 @@ class Concept:
     `score` is P i* / (i*ᵀ P i*) with P = (C + λI)⁻¹, so s(e) = eᵀ score, and `i_star_energy`
     is i*ᵀ P i*: together they replace C in the file. `o_k` (W_k e_super per layer) is not stored;
     it is empty after loading and recomputed from `e_super` when the concept is applied.
+    D is the width the attn2 layers see (SDXL: 2048, both encoders concatenated); for SDXL
+    `token_embedding` is the token's CLIP-L row (768) followed by its bigG row (1280).
     """
 
     token: str
@@ -73,6 +77,8 @@ class Concept:
     covariance_fingerprint: str = ""
     base_model_id: str = ""
     training: dict = field(default_factory=dict)
+    architecture: str = ARCH_SD
+    """`sd` (SD 1.x/2.x) or `sdxl`; files without the field are SD (they predate SDXL)."""
 
 
 def _metadata(data: bytes) -> dict[str, str]:
@@ -103,6 +109,7 @@ def concept_to_bytes(concept: Concept, dtype: torch.dtype = torch.float16) -> by
         "token": concept.token,
         "superclass": concept.superclass,
         "base_model_id": concept.base_model_id,
+        "architecture": concept.architecture,
         "base_fingerprint": concept.base_fingerprint,
         "covariance_fingerprint": concept.covariance_fingerprint,
         "default_beta": repr(float(concept.default_beta)),
@@ -133,6 +140,9 @@ def concept_from_bytes(data: bytes) -> Concept:
         training = json.loads(meta["training"])
     except Exception as exc:  # any parse failure means a damaged file
         raise ConceptFormatError(f"damaged concept file: {exc}") from exc
+    arch = meta.get("architecture", ARCH_SD)
+    if arch not in ARCH_NAMES:
+        raise ConceptFormatError(f"unknown base architecture {arch[:20]!r}")
     missing = {*VECTORS, "o_v"} - tensors.keys()
     if missing:
         raise ConceptMismatch(f"concept file lacks tensors {sorted(missing)}")
@@ -161,6 +171,7 @@ def concept_from_bytes(data: bytes) -> Concept:
         covariance_fingerprint=meta["covariance_fingerprint"],
         base_model_id=meta["base_model_id"],
         training=training,
+        architecture=arch,
     )
 
 
@@ -175,7 +186,15 @@ def load_concept(path: str | Path) -> Concept:
 
 
 def validate_concept(concept: Concept, pipe: StableDiffusionPipeline) -> None:
-    """Check base fingerprint, layer names, dtypes and shapes against the pipeline."""
+    """Check architecture, base fingerprint, layer names, dtypes and shapes against the pipeline."""
+    text = text_side(pipe)
+    if concept.architecture != text.arch:
+        raise ConceptMismatch(
+            f"concept {concept.token!r} was made for {ARCH_NAMES.get(concept.architecture, '?')} "
+            f"({concept.base_model_id or 'unknown base'}), but this pipeline is "
+            f"{ARCH_NAMES[text.arch]}: load it into a {ARCH_NAMES.get(concept.architecture, '?')} "
+            "base model"
+        )
     fingerprint = model_fingerprint(pipe)
     if concept.base_fingerprint != fingerprint:
         raise ConceptMismatch(
@@ -183,7 +202,7 @@ def validate_concept(concept: Concept, pipe: StableDiffusionPipeline) -> None:
             f"{concept.base_model_id or '?'} (fingerprint {concept.base_fingerprint[:12]}), "
             f"but this pipeline's base has fingerprint {fingerprint[:12]}"
         )
-    dim = pipe.text_encoder.config.hidden_size
+    dim = text.dim
     for name in VECTORS:
         tensor = getattr(concept, name)
         if not tensor.is_floating_point() or tuple(tensor.shape) != (dim,):
