@@ -27,6 +27,7 @@ from app.storage.models import Blob
 
 FORMAT = "perfusion-concept"
 FORMAT_VERSION = "1"
+ARCHITECTURES = ("sd", "sdxl")  # files without the field predate SDXL: "sd"
 VECTORS = ("token_embedding", "i_star", "e_super", "score")
 FLAT = "o_v"
 DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4}
@@ -65,6 +66,7 @@ class ConceptFileInfo:
     base_fingerprint: str
     schema: ConceptSchema
     metadata: dict[str, str]
+    architecture: str = "sd"
 
 
 def _reject(message: str, status_code: int = 422) -> ConceptFileRejected:
@@ -172,6 +174,8 @@ def _check_metadata(meta: Any) -> tuple[dict[str, str], tuple[tuple[str, int], .
         value = meta.get(key, "")
         if not 0 < len(value) <= max_chars or not value.isprintable():
             raise _reject(f"{key} must be 1–{max_chars} printable characters")
+    if meta.get("architecture", "sd") not in ARCHITECTURES:
+        raise _reject("unknown base architecture (expected sd or sdxl)")
     for key in ("default_beta", "default_tau", "i_star_energy"):
         try:
             number = float(meta.get(key, ""))
@@ -221,6 +225,7 @@ def inspect_concept_file(
         base_fingerprint=meta.get("base_fingerprint", ""),
         schema=schema,
         metadata=meta,
+        architecture=meta.get("architecture", "sd"),
     )
 
 

@@ -147,3 +147,18 @@ def test_files_the_perfusion_library_writes_pass(layers: dict[str, int]) -> None
     info = inspect_concept_file(concept_to_bytes(concept), settings=Settings())
     assert info.schema.dim == 4 and [w for _, w in info.schema.layers] == [8, 6]
     assert info.token == "<rex>" and info.base_fingerprint == "f"
+
+
+def test_the_base_architecture_is_read_and_unknown_ones_are_refused() -> None:
+    import uuid
+
+    from app.concepts.models import Concept
+    from app.concepts.views import concept_architecture
+
+    assert inspect_concept_file(build(), settings=Settings()).architecture == "sd"  # pre-SDXL
+    xl = inspect_concept_file(build(meta={**META, "architecture": "sdxl"}), settings=Settings())
+    assert xl.architecture == "sdxl"
+    assert "architecture" in rejected(build(meta={**META, "architecture": "sd3"}))
+    assert concept_architecture(Concept(settings={"architecture": "sdxl"})) == "sdxl"
+    assert concept_architecture(Concept(settings={}, file_blob_id=uuid.uuid4())) == "sd"
+    assert concept_architecture(Concept(settings={})) is None  # first fit still running
