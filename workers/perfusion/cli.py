@@ -67,7 +67,10 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             masks=masks,
             on_progress=progress,
         )
-    data = concept_to_bytes(concept)
+    import torch
+
+    storage = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    data = concept_to_bytes(concept, storage.get(args.storage, torch.int8))
     Path(args.out).write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes)")
 
@@ -177,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--masks", help="folder of subject masks named like the photos (optional)")
     fit.add_argument("--captions")
     fit.add_argument("--cache-dir", type=Path)
+    fit.add_argument(
+        "--storage",
+        choices=("fp16", "bf16", "fp32", "int8"),
+        default="fp16",
+        help="file precision; int8 stores o_v block-scaled (about half the bytes)",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     gen = with_base(sub.add_parser("generate", help="generate images"))

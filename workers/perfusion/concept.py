@@ -19,6 +19,8 @@ from .text import ARCH_NAMES, ARCH_SD
 FORMAT = "perfusion-concept"
 FORMAT_VERSION = 1
 VECTORS = ("token_embedding", "i_star", "e_super", "score")
+QUANT_BLOCK = 64
+"""o_v stored as int8 (dtype=torch.int8): one fp16 scale per block of 64 values of a layer."""
 # Reversible short forms of diffusers module-name parts (diffusers names have no capitals);
 # they keep 16 SD 1.5 layer names to ~100 bytes of metadata instead of ~900.
 ABBREVIATIONS = (
@@ -96,13 +98,53 @@ def _metadata(data: bytes) -> dict[str, str]:
     return header.get("__metadata__") or {}
 
 
+def quantize_blocks(vectors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer, blocks of QUANT_BLOCK values: int8 codes and fp16 scales (absmax / 127).
+
+    The scale is rounded to fp16 before coding, so dequantising and quantising again
+    reproduces the same codes and scales (re-saving is lossless).
+    """
+    codes, scales = [], []
+    for vector in vectors:
+        for block in vector.detach().float().cpu().reshape(-1).split(QUANT_BLOCK):
+            scale = (block.abs().max() / 127).half().float()
+            scale = scale if scale > 0 else torch.ones(())
+            codes.append(torch.round(block / scale).clamp(-127, 127).to(torch.int8))
+            scales.append(scale.half())
+    return torch.cat(codes), torch.stack(scales)
+
+
+def dequantize_blocks(codes: torch.Tensor, scales: torch.Tensor, widths: list[int]) -> torch.Tensor:
+    """Inverse of `quantize_blocks` (float32, flat)."""
+    counts = [len(range(0, w, QUANT_BLOCK)) for w in widths]
+    if codes.numel() != sum(widths) or scales.numel() != sum(counts):
+        raise ConceptMismatch("o_v_scale does not match the layer list")
+    per_value = torch.cat(
+        [
+            s.repeat_interleave(QUANT_BLOCK)[:w]
+            for s, w in zip(scales.float().split(counts), widths, strict=True)
+        ]
+    )
+    return codes.float() * per_value
+
+
 def concept_to_bytes(concept: Concept, dtype: torch.dtype = torch.float16) -> bytes:
-    """Serialise to safetensors: five flat tensors plus string metadata (no o*_K, no pickle)."""
+    """Serialise to safetensors: five flat tensors plus string metadata (no o*_K, no pickle).
+
+    dtype float16 (default), bfloat16 or float32 for every tensor; torch.int8 stores o_v as
+    block-scaled int8 (plus `o_v_scale`) and the vectors in fp16: about 0.5 % rms error on o_v
+    (fp16: 0.03 %, bf16: 0.2 %), about half the bytes. SDXL fp16: 181 KiB, int8: ~100 KiB.
+    """
     layers = list(concept.o_v)
     short = all(_expand(_abbreviate(n)) == n for n in layers)
     names = [_abbreviate(n) for n in layers] if short else layers
-    tensors = {name: getattr(concept, name).detach().to("cpu", dtype) for name in VECTORS}
-    tensors["o_v"] = torch.cat([concept.o_v[n].detach().reshape(-1) for n in layers]).to(dtype)
+    vector_dtype = torch.float16 if dtype == torch.int8 else dtype
+    tensors = {name: getattr(concept, name).detach().to("cpu", vector_dtype) for name in VECTORS}
+    if dtype == torch.int8:
+        tensors["o_v"], tensors["o_v_scale"] = quantize_blocks([concept.o_v[n] for n in layers])
+    else:
+        flat = torch.cat([concept.o_v[n].detach().reshape(-1).cpu() for n in layers])
+        tensors["o_v"] = flat.to(dtype)
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -150,6 +192,10 @@ def concept_from_bytes(data: bytes) -> Concept:
     if len(dims) != 1 or len(next(iter(dims))) != 1:
         raise ConceptMismatch(f"concept vectors have inconsistent shapes {sorted(dims)}")
     flat = tensors["o_v"].float()
+    if flat.ndim == 1 and flat.numel() == sum(d for _, d in layers) and "o_v_scale" in tensors:
+        flat = dequantize_blocks(tensors["o_v"], tensors["o_v_scale"], [d for _, d in layers])
+    elif tensors["o_v"].dtype == torch.int8:
+        raise ConceptMismatch("an int8 o_v needs its o_v_scale")
     if flat.ndim != 1 or flat.numel() != sum(d for _, d in layers):
         raise ConceptMismatch(
             f"o_v has {flat.numel()} values but the layer list needs {sum(d for _, d in layers)}"

@@ -19,6 +19,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from safetensors.torch import load as load_safetensors
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -38,6 +39,7 @@ from workers.perfusion import (
     ConceptMismatch,
     apply_concepts,
     compute_covariance,
+    concept_from_bytes,
     concept_to_bytes,
     default_batch,
     fit_concept,
@@ -532,8 +534,6 @@ def test_mismatched_architecture_is_refused_with_a_readable_message(
     assert "<sks>" not in xl.tokenizer_2.get_vocab() and not xl.text_encoder_2._forward_hooks
     # a file that claims the other architecture is refused even with matching shapes
     data = concept_to_bytes(replace(xl_fitted["concept"], architecture="sd"))
-    from workers.perfusion import concept_from_bytes
-
     with pytest.raises(ConceptMismatch, match="Stable Diffusion 1.x/2.x"):
         validate_concept(concept_from_bytes(data), xl)
 
@@ -623,7 +623,38 @@ def test_sdxl_shaped_concept_file_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"size:         {size} bytes" in out and "architecture: sdxl" in out
     assert "up_blocks.0.attentions.2.transformer_blocks.9.attn2" in out  # names survive
-    with capsys.disabled():
-        print(f"\nSDXL-shaped concept file: {size} bytes ({size / 1024:.1f} KiB)")
     vectors = 2 * (4 * 2048 + 83_200)  # fp16: the five tensors, nothing per token position
     assert vectors < size <= vectors + 4096  # the rest is the header (70 layer names, metadata)
+    small = tmp_path / "sdxl-int8.safetensors"
+    save_concept(concept, small, dtype=torch.int8)
+    small_size = small.stat().st_size
+    assert main(["info", str(small)]) == 0
+    out = capsys.readouterr().out
+    assert f"size:         {small_size} bytes" in out and "I8" in out
+    with capsys.disabled():
+        print(
+            f"\nSDXL-shaped concept file: fp16 {size} bytes ({size / 1024:.1f} KiB), "
+            f"int8 o_v {small_size} bytes ({small_size / 1024:.1f} KiB)"
+        )
+    assert small_size <= 160 * 1024  # the goal; fp16 o_v alone is 162.5 KiB
+    loaded = load_concept(small)
+    validate_concept(loaded, pipe)
+    for name, vector in concept.o_v.items():  # block absmax / 254 at most, plus fp16 scales
+        blocks = vector.split(64)
+        bound = torch.cat([b.abs().max().expand(len(b)) for b in blocks]) / 254 * 1.01
+        assert ((loaded.o_v[name] - vector).abs() <= bound).all(), name
+
+
+def test_int8_files_round_trip_and_re_save_losslessly(xl, xl_fitted):
+    concept = xl_fitted["concept"]
+    data = concept_to_bytes(concept, dtype=torch.int8)
+    loaded = concept_from_bytes(data)
+    again = load_safetensors(concept_to_bytes(loaded, dtype=torch.int8))
+    first = load_safetensors(data)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    error = max((loaded.o_v[n] - v).abs().max() / v.abs().max() for n, v in concept.o_v.items())
+    assert 0 < error <= 1 / 254 * 1.01
+    prompt = "a photo of a <sks> on grass"
+    diff = np.abs(run(xl, prompt, concepts=[loaded]) - run(xl, prompt, concepts=[concept]))
+    print(f"SDXL int8 file vs fp32 concept: max {diff.max()}/255, mean {diff.mean():.2f}/255")
+    assert diff.max() <= 2
