@@ -165,9 +165,28 @@ def encode_training_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents (N, 2, c, h, w) and masks (N, 2, 1, h, w), index 1 = horizontally flipped.
 
-    Uses the posterior mean (deterministic); run once per fit.
+    Uses the posterior mean (deterministic); run once per fit. An SDXL VAE marked
+    `force_upcast` (it overflows in fp16) encodes in fp32, as the SDXL pipeline decodes;
+    fp16 → fp32 → fp16 restores its weights exactly.
     """
     vae = pipe.vae
+    upcast = (
+        text_side(pipe).arch == ARCH_SDXL
+        and vae.dtype == torch.float16
+        and bool(getattr(vae.config, "force_upcast", False))
+    )
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        return _encode_images(vae, images, masks, resolution)
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+
+
+def _encode_images(
+    vae: nn.Module, images: list[Image.Image], masks: list[Image.Image] | None, resolution: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     latents, weights = [], []
     for k, image in enumerate(images):
         pixels = _image_tensor(image, resolution)[None]

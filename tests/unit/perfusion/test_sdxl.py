@@ -658,3 +658,19 @@ def test_int8_files_round_trip_and_re_save_losslessly(xl, xl_fitted):
     diff = np.abs(run(xl, prompt, concepts=[loaded]) - run(xl, prompt, concepts=[concept]))
     print(f"SDXL int8 file vs fp32 concept: max {diff.max()}/255, mean {diff.mean():.2f}/255")
     assert diff.max() <= 2
+
+
+def test_an_fp16_sdxl_vae_encodes_training_images_in_fp32_and_is_restored(tmp_path):
+    import copy
+
+    from workers.perfusion.fit import _encode_images, encode_training_images
+
+    pipe = make_tiny_sdxl(tmp_path)
+    pipe.vae.to(torch.float16)
+    before = {k: v.clone() for k, v in pipe.vae.state_dict().items()}
+    reference = copy.deepcopy(pipe.vae).to(torch.float32)
+    latents, _ = encode_training_images(pipe, make_images(1), None, 16)
+    want, _ = _encode_images(reference, make_images(1), None, 16)
+    assert torch.equal(latents, want)
+    assert pipe.vae.dtype == torch.float16
+    assert all(torch.equal(before[k], v) for k, v in pipe.vae.state_dict().items())
