@@ -1,9 +1,10 @@
-"""GPU benchmark: Perfusion on an SD 1.5-shaped pipeline (random weights) at 512 px.
+"""GPU benchmark: Perfusion on an SD 1.5- or SDXL-shaped pipeline (random weights).
 
 `python -m bench.gpu` on a CUDA machine prints one table: seconds per fit step at the default
 batch (4 × 4 accumulation), the projected full-fit time, seconds per image at 25 steps with and
 without a concept, and peak GPU memory, for bf16 and fp32. Random weights have the real model's
-shapes, so compute and memory match SD 1.5; image quality is meaningless here.
+shapes, so compute and memory match SD 1.5 (512 px); image quality is meaningless here.
+`--arch sdxl` does the same for SDXL base 1.0 at 1024 px (70 attn2 layers, 2048-d text).
 `--tiny` runs the same code on the CPU with small shapes (a dry run of the script).
 """
 
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from bench.sd15 import make_sd15_pipeline
+from bench.sdxl import make_sdxl_pipeline
 from workers.perfusion import FitConfig, compute_covariance, fit_concept, generate
 from workers.perfusion.covariance import read_captions
 
@@ -60,6 +62,12 @@ FIT_VARIANTS = (
     ("fp32 weights, bf16 autocast, 16×1", torch.float32, True, 16, 1),
     ("bf16 weights, 16×1", torch.bfloat16, True, 16, 1),
     ("fp32 weights, fp32, 4×4", torch.float32, False, 4, 4),
+)
+# SDXL at 1024 px: the library's CUDA default (4 × 4) first; 16 × 1 may not fit in memory.
+SDXL_FIT_VARIANTS = (
+    ("fp32 weights, bf16 autocast, 4×4", torch.float32, True, 4, 4),
+    ("bf16 weights, 4×4", torch.bfloat16, True, 4, 4),
+    ("bf16 weights, 16×1", torch.bfloat16, True, 16, 1),
 )
 
 
@@ -130,6 +138,7 @@ def bench_generate(pipe, concept, device: str, steps: int, repeats: int) -> dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tiny", action="store_true", help="CPU dry run with small shapes")
+    parser.add_argument("--arch", choices=("sd15", "sdxl"), default="sd15")
     parser.add_argument("--fit-steps", type=int, default=6)
     parser.add_argument("--gen-steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=2)
@@ -137,23 +146,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
-    size = 64 if args.tiny else 512
+    xl = args.arch == "sdxl"
+    size = 64 if args.tiny else 1024 if xl else 512
+    variants = SDXL_FIT_VARIANTS if xl else FIT_VARIANTS
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = make_sd15_pipeline(Path(tmp) / "tokenizer", tiny=args.tiny).to(device)
+        if xl:
+            pipe = make_sdxl_pipeline(Path(tmp) / "tokenizer", tiny=args.tiny, device=device)
+        else:
+            pipe = make_sd15_pipeline(Path(tmp) / "tokenizer", tiny=args.tiny).to(device)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     t0 = time.perf_counter()
     cov = compute_covariance(pipe, read_captions()[: 256 if args.tiny else 2000])
     cov_s = time.perf_counter() - t0
     gpu = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu"
     print(
-        f"# GPU benchmark on {gpu}, torch {torch.__version__}, {size}px, covariance {cov_s:.1f}s",
+        f"# GPU benchmark ({args.arch}) on {gpu}, torch {torch.__version__}, {size}px, "
+        f"covariance {cov_s:.1f}s",
         flush=True,
     )
 
     fit_rows, gen_rows, concept = [], [], None
     print("| fit variant (effective batch 16) | s / step | projected 400-step fit | peak GiB |")
     print("|---|---|---|---|", flush=True)
-    for variant in FIT_VARIANTS:
+    for variant in variants:
         try:
             row = bench_fit(pipe, cov, device, variant, args.fit_steps, size)
         except Exception as exc:  # one failing variant must not hide the others' figures
@@ -191,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     rows = {"fit": fit_rows, "generate": gen_rows}
     if args.json:
-        args.json.write_text(json.dumps({"device": gpu, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"device": gpu, "arch": args.arch, "rows": rows}, indent=2))
     return 0
 
 

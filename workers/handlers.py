@@ -72,17 +72,7 @@ def fit(ctx: JobContext) -> JobOutcome:
         raise JobFailed("This concept has no photos to learn from.")
     token, seed, policy = params.token, params.seed, params.samples
     on_cuda = get_model_cache().device.startswith("cuda")
-    config = perfusion.FitConfig(
-        steps=params.steps,
-        batch_size=settings.fit_batch_size or (16 if on_cuda else 4),
-        grad_accum=settings.fit_grad_accum,
-        seed=seed,
-        preview_every=settings.fit_preview_every,
-        checkpoint_every=settings.fit_checkpoint_every,
-    )
     resume = perfusion.FitCheckpoint.from_bytes(inputs.checkpoint) if inputs.checkpoint else None
-    if resume is not None:
-        log.info("job %s resumes its fit at step %d/%d", ctx.job_id, resume.step, config.steps)
 
     def on_progress(p: Any) -> None:
         ctx.progress = p.step / p.total
@@ -100,6 +90,22 @@ def fit(ctx: JobContext) -> JobOutcome:
     cache = get_model_cache()
     with gpu_errors():
         model = cache.get(settings.base_model)
+        architecture = perfusion.architecture(model.pipe)
+        batch, accum = perfusion.default_batch(architecture, on_cuda)  # SDXL: 4 x 4 at 1024 px
+        if settings.fit_batch_size:
+            batch = settings.fit_batch_size
+        if settings.fit_batch_size or settings.fit_grad_accum != 1:
+            accum = settings.fit_grad_accum
+        config = perfusion.FitConfig(
+            steps=params.steps,
+            batch_size=batch,
+            grad_accum=accum,
+            seed=seed,
+            preview_every=settings.fit_preview_every,
+            checkpoint_every=settings.fit_checkpoint_every,
+        )
+        if resume is not None:
+            log.info("job %s resumes its fit at step %d/%d", ctx.job_id, resume.step, config.steps)
         with model.lock:
             covariance = cache.covariance(model)
             try:
@@ -139,7 +145,13 @@ def fit(ctx: JobContext) -> JobOutcome:
             **cache.stats(model),
         },
         store=results.store_fit(
-            ctx.concept_id, concept_file, prompt, sample_params, samples, generation_id
+            ctx.concept_id,
+            concept_file,
+            prompt,
+            sample_params,
+            samples,
+            generation_id,
+            architecture=architecture,
         ),
     )
 

@@ -124,6 +124,7 @@ def store_fit(
     sample_params: dict[str, Any],
     samples: list[ResultImage],
     sample_generation_id: uuid.UUID,
+    architecture: str = "sd",
 ) -> Callable[[Session], None]:
     """The JobOutcome.store of a fit: its concept file and sample generation (the concept
     becomes `ready` as the job succeeds, in `app.concepts.status`)."""
@@ -133,6 +134,7 @@ def store_fit(
         if concept is None:
             raise LookupError("The concept of this fit no longer exists.")
         concept.file_blob_id = DatabaseBlobStore(session).put(concept_file, CONCEPT_CONTENT_TYPE)
+        concept.settings = {**(concept.settings or {}), "architecture": architecture}
         if samples:
             session.add(
                 Generation(

@@ -3,9 +3,10 @@
 A concept file is safetensors: 8-byte little-endian header length, a JSON header, then the
 raw tensor bytes. Everything is validated against the Perfusion format (workers/perfusion/
 concept.py): exactly the tensors token_embedding, i_star, e_super, score (1-D, one length D)
-and o_v (1-D, the layers' output sizes concatenated), float dtypes, contiguous in-range
-offsets and string metadata. The worker's `validate_concept` does the final check against
-the loaded base model; this one keeps anything else from reaching the database or a worker.
+and o_v (1-D, the layers' output sizes concatenated), float dtypes (or an int8 o_v with its
+per-block float o_v_scale), contiguous in-range offsets and string metadata. The worker's
+`validate_concept` does the final check against the loaded base model; this one keeps
+anything else from reaching the database or a worker.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from app.storage.models import Blob
 
 FORMAT = "perfusion-concept"
 FORMAT_VERSION = "1"
+ARCHITECTURES = ("sd", "sdxl")  # files without the field predate SDXL: "sd"
 VECTORS = ("token_embedding", "i_star", "e_super", "score")
 FLAT = "o_v"
-DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4}
+SCALE = "o_v_scale"
+QUANT_BLOCK = 64  # workers/perfusion/concept.py: one o_v_scale per 64 values of a layer
+DTYPE_BYTES = {"F16": 2, "BF16": 2, "F32": 4, "I8": 1}
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DIM = 8192
 MAX_LAYERS = 256
@@ -65,6 +69,7 @@ class ConceptFileInfo:
     base_fingerprint: str
     schema: ConceptSchema
     metadata: dict[str, str]
+    architecture: str = "sd"
 
 
 def _reject(message: str, status_code: int = 422) -> ConceptFileRejected:
@@ -105,7 +110,7 @@ def _parse_header(data: bytes) -> tuple[dict[str, Any], int]:
 
 def _check_tensors(entries: dict[str, Any], buffer_len: int) -> dict[str, tuple[str, int]]:
     """(dtype, element count) per tensor; offsets exactly tile the data buffer."""
-    expected = {*VECTORS, FLAT}
+    expected = {*VECTORS, FLAT} | ({SCALE} if SCALE in entries else set())
     if set(entries) != expected:
         raise _reject(f"expected tensors {sorted(expected)}, found {sorted(entries)[:10]}")
     spans: list[tuple[int, int]] = []
@@ -114,7 +119,7 @@ def _check_tensors(entries: dict[str, Any], buffer_len: int) -> dict[str, tuple[
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
             raise _reject(f"{name}: malformed tensor entry")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_BYTES:
+        if dtype not in DTYPE_BYTES or (dtype == "I8") != (name == FLAT and SCALE in entries):
             raise _reject(f"{name}: dtype {str(dtype)[:20]!r} is not F16, BF16 or F32")
         if not (isinstance(shape, list) and len(shape) == 1 and _count(shape[0])):
             raise _reject(f"{name}: shape must be one positive length")
@@ -172,6 +177,8 @@ def _check_metadata(meta: Any) -> tuple[dict[str, str], tuple[tuple[str, int], .
         value = meta.get(key, "")
         if not 0 < len(value) <= max_chars or not value.isprintable():
             raise _reject(f"{key} must be 1–{max_chars} printable characters")
+    if meta.get("architecture", "sd") not in ARCHITECTURES:
+        raise _reject("unknown base architecture (expected sd or sdxl)")
     for key in ("default_beta", "default_tau", "i_star_energy"):
         try:
             number = float(meta.get(key, ""))
@@ -206,7 +213,12 @@ def inspect_concept_file(
         raise _reject("token_embedding, i_star, e_super and score must share one length")
     if tensors[FLAT][1] != sum(width for _, width in layers):
         raise _reject("o_v does not match the layer list")
+    blocks = sum(-(-width // QUANT_BLOCK) for _, width in layers)
+    if SCALE in tensors and tensors[SCALE][1] != blocks:
+        raise _reject("o_v_scale does not match the layer list")
     for name, entry in header.items():
+        if entry["dtype"] == "I8":
+            continue  # integers are finite
         begin, end = entry["data_offsets"]
         values = _floats(entry["dtype"], data[start + begin : start + end])
         if not all(math.isfinite(v) for v in values):
@@ -221,6 +233,7 @@ def inspect_concept_file(
         base_fingerprint=meta.get("base_fingerprint", ""),
         schema=schema,
         metadata=meta,
+        architecture=meta.get("architecture", "sd"),
     )
 
 

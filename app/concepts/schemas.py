@@ -54,6 +54,11 @@ class ConceptOut(BaseModel):
     status: str
     """fitting / ready / failed / canceled."""
     base_model: str
+    architecture: str | None = Field(
+        default=None,
+        description="Base architecture of the concept file: sd (SD 1.x/2.x) or sdxl; "
+        "null until the first fit has stored it.",
+    )
     owner: str
     is_owner: bool
     created_at: datetime

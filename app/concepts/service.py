@@ -225,7 +225,11 @@ def import_concept(
         visibility=visibility,
         base_model=settings.base_model,
         status=ConceptStatus.ready,
-        settings={"imported": True, "training": filecheck.training_settings(info)},
+        settings={
+            "imported": True,
+            "architecture": info.architecture,
+            "training": filecheck.training_settings(info),
+        },
         file_blob_id=blob_id,
     )
     session.add(concept)

@@ -37,6 +37,17 @@ def sample_images(session: Session, concept: Concept) -> list[GeneratedImage]:
     return [img for gen in generations if gen.params.get("sample") for img in gen.images]
 
 
+def concept_architecture(concept: Concept) -> str | None:
+    """`sd` or `sdxl` as recorded with the concept file; None while the first fit runs.
+
+    Files stored before SDXL support carry no architecture: they are SD 1.x/2.x.
+    """
+    recorded = (concept.settings or {}).get("architecture")
+    if recorded:
+        return str(recorded)
+    return "sd" if concept.file_blob_id is not None else None
+
+
 def concept_out(session: Session, viewer: Viewer, concept: Concept) -> ConceptOut:
     is_owner = viewer.user is not None and viewer.user.id == concept.owner_id
     job = latest_fit_job(session, concept)
@@ -49,6 +60,7 @@ def concept_out(session: Session, viewer: Viewer, concept: Concept) -> ConceptOu
         visibility=concept.visibility,
         status=concept.status.value,
         base_model=concept.base_model,
+        architecture=concept_architecture(concept),
         owner=owner.username if owner else "?",
         is_owner=is_owner,
         created_at=concept.created_at,

@@ -147,3 +147,44 @@ def test_files_the_perfusion_library_writes_pass(layers: dict[str, int]) -> None
     info = inspect_concept_file(concept_to_bytes(concept), settings=Settings())
     assert info.schema.dim == 4 and [w for _, w in info.schema.layers] == [8, 6]
     assert info.token == "<rex>" and info.base_fingerprint == "f"
+
+
+def test_the_base_architecture_is_read_and_unknown_ones_are_refused() -> None:
+    import uuid
+
+    from app.concepts.models import Concept
+    from app.concepts.views import concept_architecture
+
+    assert inspect_concept_file(build(), settings=Settings()).architecture == "sd"  # pre-SDXL
+    xl = inspect_concept_file(build(meta={**META, "architecture": "sdxl"}), settings=Settings())
+    assert xl.architecture == "sdxl"
+    assert "architecture" in rejected(build(meta={**META, "architecture": "sd3"}))
+    assert concept_architecture(Concept(settings={"architecture": "sdxl"})) == "sdxl"
+    assert concept_architecture(Concept(settings={}, file_blob_id=uuid.uuid4())) == "sd"
+    assert concept_architecture(Concept(settings={})) is None  # first fit still running
+
+
+def test_int8_files_the_library_writes_pass_and_forged_scales_are_refused() -> None:
+    import torch
+    from safetensors.torch import load, save
+
+    from workers.perfusion.concept import Concept, concept_to_bytes
+
+    vec = torch.linspace(-1, 1, 4)
+    concept = Concept(
+        token="<rex>", superclass="dog", token_embedding=vec, i_star=vec, e_super=vec, o_k={},
+        o_v={"down.attn2": torch.linspace(-2, 2, 70), "up.attn2": torch.ones(6)}, score=vec,
+        i_star_energy=2.0, base_model_id="toy", base_fingerprint="f", architecture="sdxl",
+    )  # fmt: skip
+    data = concept_to_bytes(concept, dtype=torch.int8)
+    info = inspect_concept_file(data, settings=Settings())
+    assert info.architecture == "sdxl" and [w for _, w in info.schema.layers] == [70, 6]
+    meta = dict(info.metadata)
+    tensors = load(data)
+    assert tensors["o_v"].dtype == torch.int8 and tensors["o_v_scale"].numel() == 2 + 1
+    no_scale = {k: v for k, v in tensors.items() if k != "o_v_scale"}
+    assert "dtype" in rejected(save(no_scale, metadata=meta))
+    short = dict(tensors, o_v_scale=tensors["o_v_scale"][:2].clone())
+    assert "o_v_scale" in rejected(save(short, metadata=meta))
+    as_float = dict(tensors, o_v=tensors["o_v"].half())
+    assert "dtype" in rejected(save(as_float, metadata=meta))

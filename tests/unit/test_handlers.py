@@ -89,6 +89,7 @@ def test_a_fit_stores_its_concept_file_and_samples_once_then_generation_uses_it(
         assert job.state == JobState.succeeded, job.error
         assert concept.status == ConceptStatus.ready and concept.file_blob_id is not None
         assert job.checkpoint_blob_id is None  # cleaned up with the final state
+        assert concept.settings["architecture"] == "sd"
         (sample,) = session.scalars(select(Generation).where(Generation.concept_id == concept_id))
         assert sample.prompt == "a photo of a <rex>" and sample.params["sample"] is True
         assert [image.index for image in sample.images] == [0, 1]

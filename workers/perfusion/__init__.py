@@ -1,4 +1,4 @@
-"""Perfusion (key-locked rank-one editing) for diffusers Stable Diffusion pipelines.
+"""Perfusion (key-locked rank-one editing) for diffusers Stable Diffusion 1.x/2.x and XL pipelines.
 
 A library: it knows torch and diffusers only. See /work/shared/PERFUSION.md for the method.
 """
@@ -22,11 +22,16 @@ from .concept import (
     validate_concept,
 )
 from .covariance import Covariance, compute_covariance, get_covariance
-from .fit import FitCanceled, FitCheckpoint, FitConfig, FitProgress, fit_concept
+from .fit import FitCanceled, FitCheckpoint, FitConfig, FitProgress, default_batch, fit_concept
 from .generate import GenerationCanceled, generate
-from .pipeline import default_base, load_pipeline, model_fingerprint
+from .pipeline import default_base, load_pipeline, model_fingerprint, pipeline_class_name
+from .sides import architecture, text_side
+from .text import ARCH_NAMES, ARCH_SD, ARCH_SDXL
 
 __all__ = [
+    "ARCH_NAMES",
+    "ARCH_SD",
+    "ARCH_SDXL",
     "AppliedConcepts",
     "Concept",
     "ConceptControl",
@@ -39,10 +44,12 @@ __all__ = [
     "FitProgress",
     "GenerationCanceled",
     "apply_concepts",
+    "architecture",
     "compute_covariance",
     "concept_from_bytes",
     "concept_to_bytes",
     "default_base",
+    "default_batch",
     "fit_concept",
     "generate",
     "get_covariance",
@@ -50,8 +57,10 @@ __all__ = [
     "load_concepts_into",
     "load_pipeline",
     "model_fingerprint",
+    "pipeline_class_name",
     "remove_concepts",
     "save_concept",
     "strength_to_control",
+    "text_side",
     "validate_concept",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from .concept import Concept, ConceptMismatch, load_concept, validate_concept
 from .pipeline import TokenPatch, cross_attention_layers, model_fingerprint
 from .processor import PerfusionAttnProcessor, TextSpaceEdit, make_text_edit
+from .sides import text_side
 
 DEFAULT_BETA = 0.7
 DEFAULT_TAU = 0.15
@@ -166,7 +167,7 @@ def apply_concepts(
         raise ConceptMismatch("concepts were trained with different covariances; refit them")
 
     device = pipe.unet.device
-    enc_dtype = pipe.text_encoder.dtype
+    enc_dtype = text_side(pipe).dtype
     vectors = torch.stack([c.token_embedding for c in concepts]).to(device, enc_dtype)
     edit = make_text_edit(
         torch.stack([c.i_star for c in concepts]).to(device, torch.float32),
@@ -180,7 +181,7 @@ def apply_concepts(
     o_k = {n: torch.stack([k[n].to(device, torch.float32) for k in all_o_k]) for n in layers}
     all_o_v = [value_targets(c, pipe, ctl.value) for c, ctl in zip(concepts, controls, strict=True)]
     o_v = {n: [v[n] for v in all_o_v] for n in layers}
-    patch = TokenPatch.add(pipe, tokens, vectors)
+    patch = TokenPatch.add(pipe, tokens, vectors, [c.superclass for c in concepts])
     try:
         original = install_processors(pipe.unet, edit, o_k, o_v, patch)
     except Exception:

@@ -67,7 +67,10 @@ def _cmd_fit(args: argparse.Namespace) -> None:
             masks=masks,
             on_progress=progress,
         )
-    data = concept_to_bytes(concept)
+    import torch
+
+    storage = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    data = concept_to_bytes(concept, storage.get(args.storage, torch.int8))
     Path(args.out).write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes)")
 
@@ -124,11 +127,13 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from safetensors import safe_open
 
     from .concept import concept_from_bytes
+    from .text import ARCH_NAMES
 
     data = Path(args.file).read_bytes()
     concept = concept_from_bytes(data)
     print(f"token:        {concept.token}")
     print(f"superclass:   {concept.superclass}")
+    print(f"architecture: {concept.architecture} ({ARCH_NAMES[concept.architecture]})")
     print(f"base:         {concept.base_model_id} ({concept.base_fingerprint[:16]})")
     print(f"covariance:   {concept.covariance_fingerprint[:16]}")
     print(f"default gate: beta={concept.default_beta} tau={concept.default_tau}")
@@ -175,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--masks", help="folder of subject masks named like the photos (optional)")
     fit.add_argument("--captions")
     fit.add_argument("--cache-dir", type=Path)
+    fit.add_argument(
+        "--storage",
+        choices=("fp16", "bf16", "fp32", "int8"),
+        default="fp16",
+        help="file precision; int8 stores o_v block-scaled (about half the bytes)",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     gen = with_base(sub.add_parser("generate", help="generate images"))

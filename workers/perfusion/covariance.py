@@ -11,7 +11,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
-from .pipeline import base_model_id, encode_ids, model_fingerprint, tokenize
+from .pipeline import base_model_id, model_fingerprint
+from .sides import text_side
 
 DEFAULT_CAPTIONS = Path(__file__).resolve().parent / "data" / "captions.txt"
 DEFAULT_RIDGE = 1e-3
@@ -56,11 +57,13 @@ def compute_covariance(
 
     Counted positions are BOS, the caption's tokens and the first EOS (attention mask = 1);
     padding is excluded. BOS is included because it is part of every prompt the UNet sees: it is
-    a large, constant vector, and whitening it away keeps s(e) small on it.
+    a large, constant vector, and whitening it away keeps s(e) small on it. The vectors are the
+    text side's (SDXL: both encoders' penultimate states concatenated, 2048-d).
     """
     if not captions:
         raise ValueError("need at least one caption")
-    dim = pipe.text_encoder.config.hidden_size
+    text = text_side(pipe)
+    dim = text.dim
     total = torch.zeros(dim, dim, dtype=torch.float64)
     count = 0
     batches = range(0, len(captions), batch_size)
@@ -69,9 +72,9 @@ def compute_covariance(
 
         batches = tqdm(batches, desc="covariance", unit="batch")
     for start in batches:
-        ids, mask = tokenize(pipe, captions[start : start + batch_size])
-        enc = encode_ids(pipe, ids).to("cpu", torch.float64)
-        keep = mask.bool()
+        tokens = text.tokenize(captions[start : start + batch_size])
+        enc = text.encode(tokens).to("cpu", torch.float64)
+        keep = tokens.mask
         rows = enc[keep]  # (n, D) non-padding positions only
         total += rows.T @ rows
         count += rows.shape[0]

@@ -19,15 +19,10 @@ from torch import nn
 from .apply import install_processors, key_target
 from .concept import Concept, ConceptMismatch
 from .covariance import Covariance
-from .pipeline import (
-    TokenPatch,
-    base_model_id,
-    cross_attention_layers,
-    encode_ids,
-    model_fingerprint,
-    tokenize,
-)
+from .pipeline import TokenPatch, base_model_id, cross_attention_layers, model_fingerprint
 from .processor import TextSpaceEdit, make_text_edit, score_and_energy
+from .sides import text_side
+from .text import ARCH_SDXL, TextSide
 
 TEMPLATES = (
     "a photo of a {}",
@@ -69,6 +64,17 @@ class FitConfig:
     preview_steps: int = 20
     checkpoint_every: int = 0
     mixed_precision: bool = True  # bf16 autocast where the device supports it (CUDA with bf16)
+
+
+def default_batch(arch: str, on_cuda: bool) -> tuple[int, int]:
+    """(images per pass, accumulation) of a fit: effective batch 16 on CUDA, 4 on a CPU.
+
+    SD at 512 px fits 16 in one pass; SDXL at its native 1024 px (4x the latent pixels, a
+    3x larger UNet) runs 4 x 4, the re-implementations' recipe.
+    """
+    if arch == ARCH_SDXL:
+        return (4, 4) if on_cuda else (1, 4)
+    return (16, 1) if on_cuda else (4, 1)
 
 
 @dataclass
@@ -166,9 +172,28 @@ def encode_training_images(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents (N, 2, c, h, w) and masks (N, 2, 1, h, w), index 1 = horizontally flipped.
 
-    Uses the posterior mean (deterministic); run once per fit.
+    Uses the posterior mean (deterministic); run once per fit. An SDXL VAE marked
+    `force_upcast` (it overflows in fp16) encodes in fp32, as the SDXL pipeline decodes;
+    fp16 → fp32 → fp16 restores its weights exactly.
     """
     vae = pipe.vae
+    upcast = (
+        text_side(pipe).arch == ARCH_SDXL
+        and vae.dtype == torch.float16
+        and bool(getattr(vae.config, "force_upcast", False))
+    )
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        return _encode_images(vae, images, masks, resolution)
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+
+
+def _encode_images(
+    vae: nn.Module, images: list[Image.Image], masks: list[Image.Image] | None, resolution: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     latents, weights = [], []
     for k, image in enumerate(images):
         pixels = _image_tensor(image, resolution)[None]
@@ -188,28 +213,30 @@ def encode_training_images(
 def _template_encodings(
     pipe: StableDiffusionPipeline, word: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (T, L) and encodings (T, L, D) of every training template filled with `word`."""
-    ids, _ = tokenize(pipe, [template.format(word) for template in TEMPLATES])
-    with torch.no_grad():
-        encodings = encode_ids(pipe, ids).float()
-    return ids, encodings
+    """Token ids (T, L) and encodings (T, L, D) of every training template filled with `word`.
+
+    The text side's encodings (SDXL: both encoders' penultimate states, 2048-d) and its first
+    tokenizer's ids.
+    """
+    return text_side(pipe).template_encodings(TEMPLATES, word)
 
 
 def superclass_vectors(
     pipe: StableDiffusionPipeline, superclass: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input embedding, encoding e_super) of the superclass word, float32.
+    """(input embedding, encoding e_super) of the superclass word, float32, D-dimensional.
 
-    A multi-token word gets the mean of its token embeddings. e_super is the mean over the
-    training templates of the encoding at the word's last token (CLIP is causal, so that
-    position has seen the whole word): the prompts the fit uses, so o*_K = W_k e_super is the
-    superclass's key in the same contexts as the concept's.
+    A multi-token word gets the mean of its token embeddings (per encoder; SDXL concatenates
+    the two rows). e_super is the mean over the training templates of the encoding at the
+    word's last token (CLIP is causal, so that position has seen the whole word): the prompts
+    the fit uses, so o*_K = W_k e_super is the superclass's key in the same contexts as the
+    concept's.
     """
-    word_ids = pipe.tokenizer(superclass, add_special_tokens=False).input_ids
+    text = text_side(pipe)
+    word_ids = text.word_ids(superclass)[0]
     if not word_ids:
         raise ValueError(f"superclass {superclass!r} has no tokens")
-    table = pipe.text_encoder.get_input_embeddings().weight
-    embedding = table[torch.tensor(word_ids, device=table.device)].float().mean(0)
+    embedding = text.word_embedding(superclass)
     ids, encodings = _template_encodings(pipe, superclass)
     rows = [(k, _last_match(row.tolist(), word_ids)) for k, row in enumerate(ids)]
     rows = [(k, last) for k, last in rows if last is not None]  # not cut off by truncation
@@ -335,7 +362,8 @@ def fit_concept(
     fingerprint = model_fingerprint(pipe)
     if covariance.base_fingerprint and covariance.base_fingerprint != fingerprint:
         raise ConceptMismatch("the covariance was computed on another base model")
-    dim = pipe.text_encoder.config.hidden_size
+    text = text_side(pipe)
+    dim = text.dim
     if tuple(covariance.inverse.shape) != (dim, dim):
         raise ConceptMismatch(f"covariance is {tuple(covariance.inverse.shape)}, text dim {dim}")
     if resume is not None and resume.token != token:
@@ -347,7 +375,7 @@ def fit_concept(
     cinv = covariance.inverse.to(device, torch.float32)
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     layers = cross_attention_layers(pipe.unet)
-    modules = [pipe.unet, pipe.vae, pipe.text_encoder]
+    modules = [pipe.unet, pipe.vae, *text.encoders]
 
     with _frozen(modules), _fp32_weights(modules):
         latents, weights = encode_training_images(pipe, images, masks, resolution)
@@ -380,7 +408,7 @@ def fit_concept(
             losses = list(resume.losses)
             first_step = resume.step
 
-        patch = TokenPatch.add(pipe, [token], embedding)
+        patch = TokenPatch.add(pipe, [token], embedding, [superclass])
         token_id = patch.token_ids[0]
         original = None
         try:
@@ -407,14 +435,16 @@ def fit_concept(
                 for _ in range(config.grad_accum):
                     loss, enc = _micro_step(
                         pipe,
+                        text,
                         scheduler,
                         latents,
                         weights,
-                        token,
+                        (token, superclass),
                         token_id,
                         config,
                         generator,
                         use_amp,
+                        resolution,
                     )
                     (loss / config.grad_accum).backward()
                     step_loss += loss.item() / config.grad_accum
@@ -477,6 +507,7 @@ def fit_concept(
     )
     training["resolution"] = resolution
     return Concept(
+        architecture=text.arch,
         token=token,
         superclass=superclass,
         token_embedding=embedding.detach().reshape(dim).cpu().clone(),
@@ -495,19 +526,24 @@ def fit_concept(
 
 def _micro_step(
     pipe: StableDiffusionPipeline,
+    text: TextSide,
     scheduler: DDPMScheduler,
     latents: torch.Tensor,
     weights: torch.Tensor,
-    token: str,
+    words: tuple[str, str],
     token_id: int,
     config: FitConfig,
     generator: torch.Generator,
     use_amp: bool,
+    resolution: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted noise-prediction loss on one random batch, and the concept token's encodings.
 
-    All randomness comes from `generator` (on the CPU), which makes resume exact.
+    `words` is (token, superclass): the text side's added UNet conditions (SDXL's pooled
+    embedding) see the superclass-substituted prompts. All randomness comes from `generator`
+    (on the CPU), which makes resume exact.
     """
+    token, superclass = words
     device = latents.device
     n = config.batch_size
     index = torch.randint(0, latents.shape[0], (n,), generator=generator)
@@ -520,18 +556,16 @@ def _micro_step(
     weight = weights[index, flip]
     noise, timesteps = noise.to(device), timesteps.to(device)
     prompts = [TEMPLATES[k].format(token) for k in templates.tolist()]
-    ids = pipe.tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=pipe.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
+    tokens = text.tokenize(prompts)
+    ids = tokens.ids[0].to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
     with amp:
-        encodings = pipe.text_encoder(ids)[0]
+        encodings = text.encode(tokens)
+        extra = text.unet_kwargs(
+            [TEMPLATES[k].format(superclass) for k in templates.tolist()], resolution
+        )
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        pred = pipe.unet(noisy.to(pipe.unet.dtype), timesteps, encodings).sample
+        pred = pipe.unet(noisy.to(pipe.unet.dtype), timesteps, encodings, **extra).sample
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(clean, noise, timesteps)
     else:

@@ -10,7 +10,8 @@ from PIL import Image
 
 from .apply import AppliedConcepts, ConceptControl, apply_concepts
 from .concept import Concept
-from .pipeline import encode_ids
+from .sides import text_side
+from .text import Tokens, swap_ids
 
 
 class GenerationCanceled(Exception):
@@ -21,29 +22,26 @@ def superclass_key_states(pipe: StableDiffusionPipeline, prompt: str, applied: A
     """Encoding of `prompt` with each concept token replaced by its superclass word.
 
     Positions are aligned with the original prompt's tokens: a concept token maps to the last
-    token of its (possibly multi-token) superclass, other tokens to themselves.
+    token of its (possibly multi-token) superclass, other tokens to themselves. Every tokenizer
+    substitutes its own ids; the alignment must agree across them.
     """
-    tokenizer = pipe.tokenizer
-    length = tokenizer.model_max_length
-    ids = tokenizer(prompt, truncation=True, max_length=length).input_ids
-    swap = {
-        tid: tokenizer(c.superclass, add_special_tokens=False).input_ids
-        for tid, c in zip(applied.tokens.token_ids, applied.concepts, strict=True)
-    }
-    substituted: list[int] = []
-    align: list[int] = []
-    for tid in ids:
-        substituted.extend(swap.get(tid, [tid]))
-        align.append(len(substituted) - 1)
-    end = substituted[-1]  # keep the EOS even if the substitution made the prompt longer
-    substituted = substituted[: length - 1] + [end] if len(substituted) > length else substituted
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
-    shift = len(substituted) - len(ids)
-    substituted += [pad] * (length - len(substituted))
-    align = [min(a, length - 1) for a in align]
-    align += [min(p + shift, length - 1) for p in range(len(ids), length)]
-    encoding = encode_ids(pipe, torch.tensor([substituted]))
-    return encoding[:, align]
+    text = text_side(pipe)
+    ids, aligns = [], []
+    for tokenizer, token_ids in zip(text.tokenizers, applied.tokens.token_ids_per, strict=True):
+        length = tokenizer.model_max_length
+        row = tokenizer(prompt, truncation=True, max_length=length).input_ids
+        swap = {
+            tid: tokenizer(c.superclass, add_special_tokens=False).input_ids
+            for tid, c in zip(token_ids, applied.concepts, strict=True)
+        }
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else row[-1]
+        substituted, align = swap_ids(row, swap, length, pad)
+        ids.append(torch.tensor([substituted]))
+        aligns.append(align)
+    if any(a != aligns[0] for a in aligns[1:]):
+        raise ValueError("the tokenizers split the superclass words differently")
+    encoding = text.encode(Tokens(tuple(ids), torch.ones_like(ids[0], dtype=torch.bool)))
+    return encoding[:, aligns[0]]
 
 
 def generate(
@@ -69,13 +67,12 @@ def generate(
     """
     applied = apply_concepts(pipe, list(concepts), controls, global_locking) if concepts else None
     active = applied or getattr(pipe, "_perfusion_applied", None)
-    device = pipe.unet.device
     use_cfg = guidance > 1.0
+    text = text_side(pipe)
     try:
         with torch.no_grad():
-            prompt_embeds, negative_embeds = pipe.encode_prompt(
-                prompt, device, n, use_cfg, negative_prompt
-            )
+            encoded = text.encode_prompt(prompt, negative_prompt, n, use_cfg)
+            prompt_embeds, negative_embeds = encoded.prompt_embeds, encoded.negative_embeds
             if active is not None and active.global_locking:
                 keys = superclass_key_states(pipe, prompt, active).to(prompt_embeds.dtype)
                 keys = keys.repeat_interleave(n, dim=0)
@@ -89,8 +86,7 @@ def generate(
             return tensors
 
         result = pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds if use_cfg else None,
+            **encoded.pipe_kwargs,
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=torch.Generator("cpu").manual_seed(seed),

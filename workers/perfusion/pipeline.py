@@ -16,6 +16,9 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from .sides import text_side
+from .text import real_token_mask
+
 DEFAULT_BASE = Path(__file__).resolve().parent.parent / "toyworld" / "model"
 
 _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
@@ -26,16 +29,37 @@ def default_base() -> str:
     return os.environ.get("PERFUSION_BASE") or str(DEFAULT_BASE)
 
 
+SDXL_PIPELINES = ("StableDiffusionXLPipeline",)
+
+
+def pipeline_class_name(base: str) -> str:
+    """`_class_name` of the base model's model_index.json (local folder or Hugging Face id)."""
+    from diffusers import DiffusionPipeline
+
+    return str(DiffusionPipeline.load_config(base).get("_class_name", ""))
+
+
 def load_pipeline(
     base: str | None = None, device: str = "cpu", dtype: torch.dtype | None = None
 ) -> StableDiffusionPipeline:
-    """Load a Stable Diffusion pipeline from a local diffusers folder or a Hugging Face id."""
+    """Load an SD 1.x/2.x or SDXL pipeline from a local diffusers folder or a Hugging Face id.
+
+    The class comes from the model's model_index.json: StableDiffusionXLPipeline loads as SDXL,
+    anything else as StableDiffusionPipeline.
+    """
     base = base or default_base()
     if dtype is None:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(
-        base, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
-    )
+    if pipeline_class_name(base) in SDXL_PIPELINES:
+        from diffusers import StableDiffusionXLPipeline
+
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            base, torch_dtype=dtype, add_watermarker=False
+        )
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            base, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+        )
     pipe.set_progress_bar_config(disable=True)
     pipe._perfusion_base_id = str(base)  # recorded in concept files
     return pipe.to(device)
@@ -51,22 +75,24 @@ def model_fingerprint(pipe: StableDiffusionPipeline) -> str:
 
     Weights are hashed in fp16 so a model loaded in fp32 or fp16 from the same checkpoint gets the
     same fingerprint (bf16 loads differ). The result is cached per text-encoder module and always
-    describes the base model, also while concept tokens are applied.
+    describes the base model, also while concept tokens are applied. SDXL hashes both encoders
+    and tokenizers, in order (the first pair exactly as for SD).
     """
     encoder = pipe.text_encoder
     cached = _FINGERPRINTS.get(encoder)
     if cached is not None:
         return cached
-    if isinstance(encoder.get_input_embeddings(), ExtendedEmbedding):
-        raise RuntimeError("compute model_fingerprint before concept tokens are added")
-    tokenizer = pipe.tokenizer
+    text = text_side(pipe)
     digest = hashlib.sha256()
-    for name, tensor in sorted(encoder.state_dict().items()):
-        data = tensor.detach().to("cpu", torch.float16).contiguous()
-        digest.update(f"{name}:{tuple(data.shape)};".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes())
-    for token, index in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
-        digest.update(f"{index}={token}\n".encode())
+    for tokenizer, enc in zip(text.tokenizers, text.encoders, strict=True):
+        if isinstance(enc.get_input_embeddings(), ExtendedEmbedding):
+            raise RuntimeError("compute model_fingerprint before concept tokens are added")
+        for name, tensor in sorted(enc.state_dict().items()):
+            data = tensor.detach().to("cpu", torch.float16).contiguous()
+            digest.update(f"{name}:{tuple(data.shape)};".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes())
+        for token, index in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
+            digest.update(f"{index}={token}\n".encode())
     fingerprint = digest.hexdigest()
     _FINGERPRINTS[encoder] = fingerprint
     return fingerprint
@@ -88,11 +114,18 @@ class ExtendedEmbedding(nn.Module):
     vector from `extra` instead. This is what makes removal exact and training touch one row.
     """
 
-    def __init__(self, base: nn.Embedding, token_ids: list[int], extra: torch.Tensor) -> None:
+    def __init__(
+        self,
+        base: nn.Embedding,
+        token_ids: list[int],
+        extra: torch.Tensor,
+        columns: slice = slice(None),
+    ) -> None:
         super().__init__()
         self.base = base
         self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long), False)
         self.extra = extra  # (k, D); a Parameter while training, a plain tensor otherwise
+        self.columns = columns  # this encoder's part of the concatenated rows (SDXL: two)
 
     @property
     def weight(self) -> torch.Tensor:  # some callers read .weight for dtype/device
@@ -103,7 +136,7 @@ class ExtendedEmbedding(nn.Module):
         out = self.base(known)
         for j in range(len(self.token_ids)):
             hit = (input_ids == self.token_ids[j]).unsqueeze(-1)
-            out = torch.where(hit, self.extra[j].to(out.dtype), out)
+            out = torch.where(hit, self.extra[j, self.columns].to(out.dtype), out)
         return out
 
 
@@ -130,25 +163,17 @@ def _patched_tokenizer(tokenizer: object, tokens: tuple[str, ...]) -> object:
     return patched
 
 
-def real_token_mask(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """(B, L) bool: BOS, the prompt's tokens and its first EOS; False on the padding after it.
-
-    The one definition of "the prompt's real tokens": the positions the covariance C is measured
-    on and the only positions the Perfusion edit touches, in fitting and every inference path.
-    """
-    is_eos = (input_ids == eos_token_id).long()
-    return (is_eos.cumsum(-1) - is_eos) == 0  # no EOS strictly before the position
-
-
 class RealTokens:
     """Finds the real-token mask of the text encodings that reach the UNet.
 
-    A forward hook on the text encoder records each call's output with its mask. The UNet sees
-    those outputs as they are (the fit), or rows of them repeated per image and concatenated
-    with the negative prompt's (StableDiffusionPipeline): `mask_for` matches each row by
-    identity, else by content, so no caller has to pass positions. A row that matches nothing
-    (encodings made elsewhere, e.g. clip_skip or prompt weighting) is edited at every position,
-    with a warning.
+    Forward hooks on the text encoders (`TextSide.record_real_tokens`) record each encoding the
+    attn2 layers would see with its mask: SD's last hidden state; SDXL's two penultimate states
+    concatenated, recorded when the second encoder runs. The UNet sees those encodings as they
+    are (the fit), or rows of them repeated per image and concatenated with the negative
+    prompt's (the pipelines): `mask_for` matches each row by identity, else by content, so no
+    caller has to pass positions. An all-zero row (SDXL's zero negative for an empty negative
+    prompt) has no real tokens. A row that matches nothing (encodings made elsewhere, e.g.
+    clip_skip or prompt weighting) is edited at every position, with a warning.
     """
 
     def __init__(self, eos_token_id: int, keep: int = 8) -> None:
@@ -162,7 +187,7 @@ class RealTokens:
         self._seen.append((encodings.detach(), mask))
 
     def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-        """`register_forward_hook(..., with_kwargs=True)` callback for the text encoder."""
+        """`register_forward_hook(..., with_kwargs=True)` callback for SD's text encoder."""
         ids = kwargs.get("input_ids", args[0] if args else None)
         encodings = output[0]  # last_hidden_state, for a ModelOutput or a tuple
         if isinstance(ids, torch.Tensor) and tuple(ids.shape) == tuple(encodings.shape[:2]):
@@ -184,6 +209,11 @@ class RealTokens:
         rows = torch.ones(e.shape[:2], dtype=torch.bool, device=e.device)
         found = torch.zeros(e.shape[0], dtype=torch.bool, device=e.device)
         with torch.no_grad():
+            zero = (e == 0).flatten(1).all(-1)  # (B,): SDXL's zero negative, nothing to edit
+            rows[zero] = False
+            found |= zero
+            if found.all():
+                return rows
             for encodings, mask in self._seen:
                 if encodings.shape[1:] != e.shape[1:]:
                     continue
@@ -204,49 +234,107 @@ class RealTokens:
 
 @dataclass
 class TokenPatch:
-    """Concept tokens added to a copy of the tokenizer and spliced into the text encoder.
+    """Concept tokens added to copies of the tokenizers and spliced into the text encoders.
 
-    While installed it also records the real-token masks of the text encoder's outputs
-    (`real_tokens`), which the Perfusion processors read.
+    One tokenizer/encoder pair for SD, two for SDXL; the first pair's fields have the
+    single-encoder names. While installed it also records the real-token masks of the
+    encodings the UNet's attn2 layers see (`real_tokens`, via the text side's hooks), which
+    the Perfusion processors read. `hooks` are removable handles (those recording hooks and
+    SDXL's pooled-embedding lock).
     """
 
     pipe: StableDiffusionPipeline
     tokens: list[str]
-    original_tokenizer: object
-    original_embedding: nn.Module
-    token_ids: list[int] = field(default_factory=list)
-    embedding: ExtendedEmbedding | None = None
+    original_tokenizers: list[object]
+    original_embeddings: list[nn.Module]
+    token_ids_per: list[list[int]]
+    embeddings: list[ExtendedEmbedding]
     real_tokens: RealTokens | None = None
-    _hook: object | None = None
+    hooks: list[object] = field(default_factory=list)
+
+    @property
+    def token_ids(self) -> list[int]:
+        """The tokens' ids in the first tokenizer."""
+        return self.token_ids_per[0]
+
+    @property
+    def original_tokenizer(self) -> object:
+        return self.original_tokenizers[0]
+
+    @property
+    def original_embedding(self) -> nn.Module:
+        return self.original_embeddings[0]
+
+    @property
+    def embedding(self) -> ExtendedEmbedding:
+        return self.embeddings[0]
 
     @classmethod
     def add(
-        cls, pipe: StableDiffusionPipeline, tokens: list[str], vectors: torch.Tensor
+        cls,
+        pipe: StableDiffusionPipeline,
+        tokens: list[str],
+        vectors: torch.Tensor,
+        superclasses: list[str] | None = None,
     ) -> TokenPatch:
-        """Install `tokens` with input embeddings `vectors` (k, D); undo with `remove()`."""
-        tokenizer = pipe.tokenizer
-        base = pipe.text_encoder.get_input_embeddings()
-        for token in tokens:
-            if token in tokenizer.get_vocab() or len(tokenizer.tokenize(token)) == 0:
-                raise ValueError(
-                    f"concept token {token!r} already means something to the tokenizer"
-                )
-        patched = _patched_tokenizer(tokenizer, tuple(tokens))
-        token_ids = [patched.convert_tokens_to_ids(t) for t in tokens]
-        embedding = ExtendedEmbedding(base, token_ids, vectors).to(base.weight.device)
-        real_tokens = RealTokens(tokenizer.eos_token_id)
-        hook = pipe.text_encoder.register_forward_hook(real_tokens.hook, with_kwargs=True)
-        pipe.tokenizer = patched
-        pipe.text_encoder.set_input_embeddings(embedding)
-        return cls(pipe, list(tokens), tokenizer, base, token_ids, embedding, real_tokens, hook)
+        """Install `tokens` with input embeddings `vectors` (k, D); undo with `remove()`.
+
+        D is the text side's width: for SDXL each row is the two encoders' rows concatenated.
+        With `superclasses`, global conditioning outside attn2 reads each concept token as its
+        superclass (SDXL's pooled embedding; nothing for SD).
+        """
+        text = text_side(pipe)
+        if vectors.shape[-1] != text.dim:
+            raise ValueError(f"token vectors are {vectors.shape[-1]}-d, the text side {text.dim}")
+        for tokenizer in text.tokenizers:
+            for token in tokens:
+                if token in tokenizer.get_vocab() or len(tokenizer.tokenize(token)) == 0:
+                    raise ValueError(
+                        f"concept token {token!r} already means something to the tokenizer"
+                    )
+        patch = cls(pipe, list(tokens), [], [], [], [])
+        offset = 0
+        for tok_attr, encoder, width in zip(
+            text.tokenizer_attrs, text.encoders, text.widths, strict=True
+        ):
+            tokenizer = getattr(pipe, tok_attr)
+            base = encoder.get_input_embeddings()
+            patched = _patched_tokenizer(tokenizer, tuple(tokens))
+            token_ids = [patched.convert_tokens_to_ids(t) for t in tokens]
+            columns = slice(offset, offset + width)
+            embedding = ExtendedEmbedding(base, token_ids, vectors, columns).to(base.weight.device)
+            offset += width
+            setattr(pipe, tok_attr, patched)
+            encoder.set_input_embeddings(embedding)
+            patch.original_tokenizers.append(tokenizer)
+            patch.original_embeddings.append(base)
+            patch.token_ids_per.append(token_ids)
+            patch.embeddings.append(embedding)
+        try:
+            patch.real_tokens = RealTokens(int(text.tokenizers[0].eos_token_id))
+            patch.hooks.extend(text.record_real_tokens(patch.real_tokens))
+            if superclasses is not None:
+                text.lock_pooled(patch, superclasses)
+        except Exception:
+            patch.remove()
+            raise
+        return patch
 
     def remove(self) -> None:
-        """Put back the original tokenizer object and embedding module, drop the hook."""
-        self.pipe.tokenizer = self.original_tokenizer
-        self.pipe.text_encoder.set_input_embeddings(self.original_embedding)
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Put back the original tokenizer objects and embedding modules, drop the hooks."""
+        for hook in self.hooks:
+            hook.remove()  # type: ignore[attr-defined]
+        self.hooks = []
+        text = text_side(self.pipe)
+        for tok_attr, encoder, tokenizer, embedding in zip(
+            text.tokenizer_attrs,
+            text.encoders,
+            self.original_tokenizers,
+            self.original_embeddings,
+            strict=False,
+        ):
+            setattr(self.pipe, tok_attr, tokenizer)
+            encoder.set_input_embeddings(embedding)
 
 
 def encode_ids(pipe: StableDiffusionPipeline, input_ids: torch.Tensor) -> torch.Tensor:
@@ -256,13 +344,6 @@ def encode_ids(pipe: StableDiffusionPipeline, input_ids: torch.Tensor) -> torch.
 
 
 def tokenize(pipe: StableDiffusionPipeline, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded, truncated token ids and real-token mask, as the SD pipeline tokenizes prompts."""
-    tokenizer = pipe.tokenizer
-    ids = tokenizer(
-        texts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
-    return ids, real_token_mask(ids, tokenizer.eos_token_id)
+    """First-tokenizer ids and the real-token mask, as the pipeline tokenizes prompts."""
+    tokens = text_side(pipe).tokenize(texts)
+    return tokens.ids[0], tokens.mask
