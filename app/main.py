@@ -16,6 +16,7 @@ from app.health.routes import router as health_router
 from app.jobs.routes import router as jobs_router
 from app.pages.routes import router as pages_router
 from app.security.install import install_security
+from app.unavailable import install_database_faults
 from app.users.routes import router as users_router
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def create_app() -> FastAPI:
     """Build the app for the current settings."""
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
     install_security(app)
+    install_database_faults(app)
     app.mount("/static", StaticFiles(directory=REPO_ROOT / "static"), name="static")
     app.include_router(health_router)
     app.include_router(users_router)
