@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from app.db import database_fault
+from app.db import database_fault, session_scope
+from app.jobs import sweeper
+from app.jobs.models import JobState
+from app.orm import utcnow
+from tests.support.factories import make_job_row
 
 
 class _PgError(Exception):
@@ -58,3 +65,17 @@ def test_the_web_answers_503_with_a_message_when_the_database_is_down(
     assert api.headers["retry-after"] == "5"
     assert "database is not reachable" in api.json()["detail"]
     assert "Temporarily unavailable" in page.text and "Traceback" not in page.text
+
+
+def test_after_a_database_outage_the_sweeper_leaves_running_jobs_alone(
+    embedded_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent: list[uuid.UUID] = []
+    monkeypatch.setattr(sweeper, "send_job_message", lambda job_id, kind: sent.append(job_id))
+    old = utcnow() - timedelta(minutes=5)
+    with session_scope() as session:
+        job_id = make_job_row(
+            session, state=JobState.running, attempts=1, heartbeat_at=old, enqueued_at=old
+        ).id
+    assert sweeper.sweep(judge_heartbeats=False).requeued == []
+    assert sweeper.sweep().requeued == [job_id]
