@@ -118,12 +118,12 @@ class JobContext:
         """
         if not self._canceled:
             try:
-                with session_scope() as session:
-                    row = session.execute(
-                        select(Job.cancel_requested, Job.state, Job.worker_id).where(
-                            Job.id == self.job_id
-                        )
-                    ).one_or_none()
+                try:
+                    row = self._read_row()
+                except Exception as exc:
+                    if database_fault(exc) is None:
+                        raise
+                    row = self._read_row()  # a dropped connection is replaced: ask once more
             except Exception as exc:
                 if database_fault(exc) is None:
                     raise
@@ -138,6 +138,12 @@ class JobContext:
             ours = ours and row is not None and row.worker_id == self.worker_id
             self._canceled = not ours or bool(row and row.cancel_requested)
         return self._canceled or time.monotonic() > self.soft_deadline
+
+    def _read_row(self) -> Any:
+        with session_scope() as session:
+            return session.execute(
+                select(Job.cancel_requested, Job.state, Job.worker_id).where(Job.id == self.job_id)
+            ).one_or_none()
 
     def raise_stop(self) -> NoReturn:
         """Raise why the job stopped (after a library reported that should_cancel was True)."""
