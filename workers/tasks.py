@@ -35,7 +35,8 @@ def generate(job_id: str) -> None:
 
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
-    limit_idle_transactions(get_engine(), get_settings().job_stale_after_s)
+    # Twice the stale timeout: a worker only starved of CPU for a moment keeps its session.
+    limit_idle_transactions(get_engine(), 2 * get_settings().job_stale_after_s)
     start_sweeper()
 
 
