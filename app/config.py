@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     job_requeue_after_s: float = 600.0
     """A job still queued this long after its last message is sent a new one (lost message)."""
     sweep_interval_s: float = 15.0
+    job_store_retry_s: float = 300.0
+    """How long a worker keeps a job's result in memory, retrying, while the database is
+    unreachable or full, before it gives up (a full database then fails the job readably)."""
 
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:

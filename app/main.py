@@ -19,6 +19,7 @@ from app.jobs.routes import router as jobs_router
 from app.pages.routes import router as pages_router
 from app.security.install import install_security
 from app.static_assets import STATIC_DIR, VersionedStaticFiles
+from app.unavailable import install_database_faults
 from app.users.routes import router as users_router
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
     """Build the app for the current settings."""
     app = FastAPI(title="Perfusion Studio", version="0.1.0", lifespan=lifespan)
     install_security(app)
+    install_database_faults(app)
     app.mount("/static", VersionedStaticFiles(directory=STATIC_DIR), name="static")
     if EXAMPLES_DIR.is_dir():  # the sample photo sets of the new-concept page
         app.mount(EXAMPLES_URL, StaticFiles(directory=EXAMPLES_DIR), name="examples")

@@ -17,10 +17,17 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
+from app.db import database_fault
 from app.generations.models import image_url
 from app.jobs.events import ImageEvent, PreviewEvent, StepEvent
 from app.jobs.params import FitParams, GenerateParams, PingParams
-from app.jobs.runner import JobCanceled, JobContext, JobFailed, JobOutcome
+from app.jobs.runner import (
+    JobCanceled,
+    JobContext,
+    JobFailed,
+    JobOutcome,
+    with_database_retries,
+)
 from workers import results
 from workers.images import open_image, png_bytes, preview_data_url
 from workers.model_cache import get_model_cache
@@ -65,7 +72,10 @@ def fit(ctx: JobContext) -> JobOutcome:
     params = ctx.parse(FitParams)
     settings = get_settings()
     try:
-        inputs = results.load_fit_inputs(ctx.concept_id, ctx.checkpoint_blob_id)
+        concept_id, checkpoint_id = ctx.concept_id, ctx.checkpoint_blob_id
+        inputs = with_database_retries(
+            lambda: results.load_fit_inputs(concept_id, checkpoint_id), "load the fit's photos"
+        )
     except LookupError as exc:
         raise JobFailed(str(exc)) from exc
     if not inputs.photos:
@@ -84,7 +94,22 @@ def fit(ctx: JobContext) -> JobOutcome:
 
     def on_checkpoint(checkpoint: Any) -> None:
         progress = checkpoint.step / config.steps
-        if not results.save_checkpoint(ctx.job_id, ctx.worker_id, checkpoint.to_bytes(), progress):
+        data = checkpoint.to_bytes()
+        try:
+            saved = results.save_checkpoint(ctx.job_id, ctx.worker_id, data, progress)
+        except Exception as exc:
+            fault = database_fault(exc)
+            if fault is None:
+                raise
+            # A checkpoint only shortens a retry: with the database down or full, fit on.
+            log.warning(
+                "job %s: checkpoint at step %d skipped (database %s)",
+                ctx.job_id,
+                checkpoint.step,
+                fault,
+            )
+            return
+        if not saved:
             raise JobCanceled  # another worker owns the job now: stop, store nothing
 
     cache = get_model_cache()
@@ -165,7 +190,10 @@ def generate(ctx: JobContext) -> JobOutcome:
     params = ctx.parse(GenerateParams)
     settings = get_settings()
     try:
-        files = results.load_concept_files(params.concept_ids)
+        concept_ids = params.concept_ids
+        files = with_database_retries(
+            lambda: results.load_concept_files(concept_ids), "load the prompt's concepts"
+        )
     except LookupError as exc:
         raise JobFailed(str(exc)) from exc
     cache = get_model_cache()

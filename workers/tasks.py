@@ -9,6 +9,8 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.config import get_settings
+from app.db import get_engine, limit_idle_transactions
 from app.jobs.broker import TASK_FOR_KIND, celery_app
 from app.jobs.models import JobKind
 from app.jobs.runner import run_job
@@ -33,6 +35,8 @@ def generate(job_id: str) -> None:
 
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
+    # Twice the stale timeout: a worker only starved of CPU for a moment keeps its session.
+    limit_idle_transactions(get_engine(), 2 * get_settings().job_stale_after_s)
     start_sweeper()
 
 

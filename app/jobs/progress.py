@@ -21,6 +21,8 @@ from app.config import get_settings
 
 STREAM_MAXLEN = 2000
 STREAM_TTL_S = 24 * 3600
+ASYNC_MAX_CONNECTIONS = 10_000
+"""redis-py's asyncio pool allows 100 by default; past that, XREAD fails for socket 101."""
 
 Event = tuple[str, dict[str, Any]]
 
@@ -125,8 +127,9 @@ class RedisProgressBus:
         loop_id = id(asyncio.get_running_loop())  # an asyncio client belongs to one loop
         client = self._async.get(loop_id)
         if client is None:
+            # Every watching socket blocks in XREAD on a connection of its own: room for many.
             client = self._async[loop_id] = redis.asyncio.Redis.from_url(
-                self._url, decode_responses=True
+                self._url, decode_responses=True, max_connections=ASYNC_MAX_CONNECTIONS
             )
         block_ms = max(1, int(timeout_s * 1000))
         reply = await client.xread({self._key(job_id): after or "0-0"}, block=block_ms, count=500)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -13,17 +15,18 @@ from starlette.websockets import WebSocketDisconnect
 
 from app.auth.deps import OptionalUser, websocket_user
 from app.config import get_settings
-from app.db import get_sessionmaker
+from app.db import database_fault, get_sessionmaker
 from app.deps import SessionDep
 from app.jobs import queue
 from app.jobs.events import QueueEvent, StateEvent
 from app.jobs.lifecycle import request_cancel
 from app.jobs.models import Job, JobState
-from app.jobs.progress import get_progress_bus
+from app.jobs.progress import Event, ProgressBus, get_progress_bus
 from app.jobs.schemas import JobOut
 from app.security.websockets import websocket_origin_ok
 from app.users.models import User
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
 WS_FORBIDDEN_ORIGIN = 4403
@@ -75,6 +78,23 @@ def _status(job_id: uuid.UUID, websocket: WebSocket | None = None) -> _Status | 
         return _Status(job.state, job.error, job.attempts, queue.queue_position(session, job))
 
 
+_status_reads: dict[uuid.UUID, tuple[float, asyncio.Future[_Status | None]]] = {}
+
+
+async def _shared_status(job_id: uuid.UUID) -> _Status | None:
+    """The job's row, read at most once per WS_POLL_S for all the sockets watching it here:
+    200 idle watchers of one job cost one query a second, not 200 (each was checked when it
+    connected, so this read needs no user)."""
+    now = time.monotonic()
+    entry = _status_reads.get(job_id)
+    if entry is None or now - entry[0] >= WS_POLL_S:
+        for stale in [key for key, (at, _) in _status_reads.items() if now - at > 60]:
+            del _status_reads[stale]  # bounded: only jobs watched in the last minute
+        read = asyncio.ensure_future(run_in_threadpool(_status, job_id))
+        entry = _status_reads[job_id] = (now, read)
+    return await asyncio.shield(entry[1])
+
+
 async def _wait_for_disconnect(websocket: WebSocket, gone: asyncio.Event) -> None:
     try:
         while (await websocket.receive())["type"] != "websocket.disconnect":
@@ -107,12 +127,23 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID, after: str | None 
         watcher.cancel()
 
 
+async def _read(bus: ProgressBus, job_id: uuid.UUID, cursor: str, wait_s: float) -> list[Event]:
+    """The bus's events after `cursor`; none while the bus (Redis) is away, so the socket
+    stays open and learns how the job ends from its row."""
+    try:
+        return await bus.aread(str(job_id), cursor, wait_s)
+    except Exception as exc:
+        log.warning("progress bus unreachable for job %s: %s", job_id, exc.__class__.__name__)
+        await asyncio.sleep(wait_s)
+        return []
+
+
 async def _stream(ws: WebSocket, job_id: uuid.UUID, cursor: str, gone: asyncio.Event) -> None:
     bus = get_progress_bus()
     sent_position: int | None = None
     wait_s = 0.05  # replay at once, then wait for news
     while not gone.is_set():
-        events = await bus.aread(str(job_id), cursor, wait_s)
+        events = await _read(bus, job_id, cursor, wait_s)
         wait_s = WS_POLL_S
         for event_id, event in events:
             cursor = event_id
@@ -122,13 +153,18 @@ async def _stream(ws: WebSocket, job_id: uuid.UUID, cursor: str, gone: asyncio.E
                 return
         if events:
             continue
-        status_now = await run_in_threadpool(_status, job_id)
+        try:
+            status_now = await _shared_status(job_id)
+        except Exception as exc:
+            if database_fault(exc) is None:
+                raise
+            continue  # the database is away; the events (if any) still flow
         if status_now is None:
             await ws.close(WS_NOT_FOUND)
             return
         if status_now.state.finished:
             # Events are hints: the final one may be late, expired or lost. The row decides.
-            late = await bus.aread(str(job_id), cursor, 0.5)
+            late = await _read(bus, job_id, cursor, 0.5)
             if late:
                 continue
             final = StateEvent(

@@ -24,7 +24,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import session_scope
+from app.db import database_fault, session_scope
 from app.jobs.events import StateEvent
 from app.jobs.lifecycle import fail_out_of_attempts, finish_job, time_limit_message
 from app.jobs.models import Job, JobKind, JobState
@@ -33,6 +33,29 @@ from app.jobs.progress import get_progress_bus
 from app.orm import utcnow
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_MESSAGE = (
+    "The server's storage filled up while saving this job's result, so nothing was saved. "
+    "Your photos and earlier results are intact; please try again later."
+)
+_T = TypeVar("_T")
+
+
+def with_database_retries(action: Callable[[], _T], what: str) -> _T:
+    """`action()`, retried with backoff while the database is down or full (a restart, a
+    failover, space being freed), for up to `job_store_retry_s`; then the last error."""
+    deadline = time.monotonic() + get_settings().job_store_retry_s
+    delay = 0.25
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            fault = database_fault(exc)
+            if fault is None or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database %s; retrying in %.1fs", what, fault, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 class JobCanceled(Exception):
@@ -69,6 +92,7 @@ class JobContext:
     soft_deadline: float = float("inf")
     """time.monotonic() after which the job stops with a readable time-limit failure."""
     _canceled: bool = field(default=False, repr=False)
+    _database_away: bool = field(default=False, repr=False)
 
     def parse(self, model: type[P]) -> P:
         """The job's parameters as `model`; a row that does not fit it fails the job."""
@@ -93,16 +117,33 @@ class JobContext:
         than a step) so a cancel takes effect within one step.
         """
         if not self._canceled:
-            with session_scope() as session:
-                row = session.execute(
-                    select(Job.cancel_requested, Job.state, Job.worker_id).where(
-                        Job.id == self.job_id
-                    )
-                ).one_or_none()
+            try:
+                try:
+                    row = self._read_row()
+                except Exception as exc:
+                    if database_fault(exc) is None:
+                        raise
+                    row = self._read_row()  # a dropped connection is replaced: ask once more
+            except Exception as exc:
+                if database_fault(exc) is None:
+                    raise
+                # The database is away: keep the work in memory and go on; the result is
+                # stored (only if the job is still ours) once it is back.
+                if not self._database_away:
+                    log.warning("job %s: database %s; fitting on", self.job_id, exc.__class__)
+                self._database_away = True
+                return time.monotonic() > self.soft_deadline
+            self._database_away = False
             ours = row is not None and row.state == JobState.running
             ours = ours and row is not None and row.worker_id == self.worker_id
             self._canceled = not ours or bool(row and row.cancel_requested)
         return self._canceled or time.monotonic() > self.soft_deadline
+
+    def _read_row(self) -> Any:
+        with session_scope() as session:
+            return session.execute(
+                select(Job.cancel_requested, Job.state, Job.worker_id).where(Job.id == self.job_id)
+            ).one_or_none()
 
     def raise_stop(self) -> NoReturn:
         """Raise why the job stopped (after a library reported that should_cancel was True)."""
@@ -231,11 +272,16 @@ def _finish(
         finish_job(session, job, state, error=error, result=result)
 
 
+def _finish_retrying(ctx: JobContext, state: JobState, *, error: str | None = None) -> None:
+    """`_finish`, waiting out a database restart or a full disk for `job_store_retry_s`."""
+    with_database_retries(lambda: _finish(ctx, state, error=error), f"end {ctx.job_id}")
+
+
 def run_job(job_id: str | uuid.UUID, handler: Handler) -> None:
     """Claim, run and finish one job; safe to call for any (re)delivered message."""
     job_uuid = uuid.UUID(str(job_id))
     worker_id = worker_identity()
-    ctx = claim(job_uuid, worker_id)
+    ctx = with_database_retries(lambda: claim(job_uuid, worker_id), f"claim {job_uuid}")
     if ctx is None:
         log.info("job %s not claimed (finished, canceled or running elsewhere)", job_uuid)
         return
@@ -247,15 +293,35 @@ def run_job(job_id: str | uuid.UUID, handler: Handler) -> None:
     try:
         outcome = handler(ctx)
     except SoftTimeLimitExceeded:
-        _finish(ctx, JobState.failed, error=time_limit_message(limit_s))
+        _finish_retrying(ctx, JobState.failed, error=time_limit_message(limit_s))
     except JobCanceled:
-        _finish(ctx, JobState.canceled)
+        _finish_retrying(ctx, JobState.canceled)
     except JobFailed as exc:
-        _finish(ctx, JobState.failed, error=str(exc))
+        _finish_retrying(ctx, JobState.failed, error=str(exc))
     except Exception as exc:
         log.exception("job %s failed", job_uuid)
-        _finish(ctx, JobState.failed, error=f"{type(exc).__name__}: {exc}"[:2000])
+        _finish_retrying(ctx, JobState.failed, error=f"{type(exc).__name__}: {exc}"[:2000])
     else:
-        _finish(ctx, JobState.succeeded, result=outcome.result, store=outcome.store)
+        _store(ctx, outcome)
     finally:
         heartbeat.stopped.set()
+
+
+def _store(ctx: JobContext, outcome: JobOutcome) -> None:
+    """Store the result once, waiting out a database restart or a full disk for a while
+    (the heartbeat goes on, so the job stays this worker's); a disk still full after that
+    fails the job with a message people can read, and stores nothing. Each final state's
+    event follows its commit (`finish_job`)."""
+
+    def finish() -> None:
+        _finish(ctx, JobState.succeeded, result=outcome.result, store=outcome.store)
+
+    try:
+        with_database_retries(finish, f"store the result of {ctx.job_id}")
+    except Exception as exc:
+        if database_fault(exc) != "disk_full":
+            raise  # unreachable too long: the row stays running, the sweeper hands it on
+        log.error("job %s: the database is full; the job fails", ctx.job_id)
+        with_database_retries(
+            lambda: _finish(ctx, JobState.failed, error=DISK_FULL_MESSAGE), f"fail {ctx.job_id}"
+        )

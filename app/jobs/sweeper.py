@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from app.config import get_settings
-from app.db import session_scope
+from app.db import database_fault, session_scope
 from app.jobs.lifecycle import fail_out_of_attempts, finish_job
 from app.jobs.models import Job, JobKind, JobState
 from app.jobs.queue import send_job_message
@@ -41,8 +44,37 @@ def _fail(session: Session, job: Job, report: SweepReport) -> None:
     report.failed.append(job.id)
 
 
-def sweep(now: datetime | None = None, *, orphaned_running: bool = False) -> SweepReport:
-    """One pass. `orphaned_running`: no worker can be running anything (embedded start-up)."""
+BROKER_MARK = "studio:broker-mark"
+"""A key the sweeper keeps in the broker's Redis: when it is gone, so are the messages."""
+
+
+@lru_cache
+def _broker_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def broker_lost_messages() -> bool:
+    """True (to one sweeper, once) after the broker lost its data: a Redis restarted without
+    persistence, flushed, or failed over to an empty replica. Its queued messages are gone,
+    so every queued job needs a new one now, not after `job_requeue_after_s`."""
+    settings = get_settings()
+    if settings.embedded:
+        return False
+    try:
+        return bool(_broker_client(settings.redis_url).set(BROKER_MARK, "1", nx=True))
+    except Exception:  # the broker is down: nothing can be sent now anyway
+        log.warning("could not reach the broker to check for lost messages", exc_info=True)
+        return False
+
+
+def sweep(
+    now: datetime | None = None, *, orphaned_running: bool = False, judge_heartbeats: bool = True
+) -> SweepReport:
+    """One pass. `orphaned_running`: no worker can be running anything (embedded start-up).
+    `judge_heartbeats=False`: leave running jobs alone (just after a database outage, when
+    no worker could write a heartbeat, so every one looks stale)."""
     settings = get_settings()
     now = now or utcnow()
     stale = now - timedelta(seconds=settings.job_stale_after_s)
@@ -54,6 +86,8 @@ def sweep(now: datetime | None = None, *, orphaned_running: bool = False) -> Swe
         running = select(Job).where(Job.state == JobState.running)
         if not orphaned_running:
             running = running.where(dead)
+        if not judge_heartbeats:
+            running = running.where(false())
         for job in session.scalars(running.with_for_update(skip_locked=True)):
             if job.cancel_requested:  # its worker died before it could stop
                 finish_job(session, job, JobState.canceled)
@@ -70,7 +104,10 @@ def sweep(now: datetime | None = None, *, orphaned_running: bool = False) -> Swe
                 job.enqueued_at = now
                 to_send.append((job.id, job.kind))
         queued = select(Job).where(Job.state == JobState.queued)
-        if not orphaned_running:  # the in-memory broker of a restarted process lost them all
+        lost = orphaned_running or broker_lost_messages()
+        if lost and not orphaned_running:
+            log.warning("the broker lost its messages; every queued job is sent again")
+        if not lost:  # the in-memory broker of a restarted process lost them all
             queued = queued.where(or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before))
         for job in session.scalars(queued.with_for_update(skip_locked=True)):
             if any(job.id == job_id for job_id, _ in to_send):  # just requeued above
@@ -101,11 +138,18 @@ class Sweeper(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        interval = get_settings().sweep_interval_s
+        settings = get_settings()
+        interval = settings.sweep_interval_s
+        database_failed_at = -float("inf")
         while True:  # first sweep at once: a worker starting after a crash recovers its jobs
+            # After the database was away, give every worker a stale period to heartbeat
+            # again before taking its job for dead.
+            judge = time.monotonic() - database_failed_at > settings.job_stale_after_s
             try:
-                sweep()
-            except Exception:
+                sweep(judge_heartbeats=judge)
+            except Exception as exc:
+                if database_fault(exc) is not None:
+                    database_failed_at = time.monotonic()
                 log.warning("sweep failed; will try again", exc_info=True)
             if self.stopped.wait(interval * random.uniform(0.8, 1.2)):
                 return
