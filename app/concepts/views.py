@@ -184,6 +184,7 @@ def concept_outs(session: Session, viewer: Viewer, concepts: list[Concept]) -> l
                 visibility=concept.visibility,
                 status=concept.status.value,
                 base_model=concept.base_model,
+                architecture=concept_architecture(concept),
                 owner=owners.get(concept.owner_id, "?"),
                 is_owner=is_owner,
                 created_at=concept.created_at,
