@@ -11,12 +11,6 @@ from app.orm import utcnow
 from app.security.tokens import hash_token, new_token
 
 
-def active_share_link(session: Session, concept: Concept) -> ShareLink | None:
-    return session.scalar(
-        select(ShareLink).where(ShareLink.concept_id == concept.id, ShareLink.revoked_at.is_(None))
-    )
-
-
 def revoke_share_links(session: Session, concept: Concept) -> int:
     links = session.scalars(
         select(ShareLink).where(ShareLink.concept_id == concept.id, ShareLink.revoked_at.is_(None))

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from app.concepts.access import Need, Viewer, concept_filter
 from app.concepts.models import Concept, ConceptPhoto, ShareLink, Visibility
 from app.concepts.schemas import ConceptOut, ConceptPage, ImageRef, PhotoRef
-from app.concepts.sharing import active_share_link
 from app.generations.models import GeneratedImage, Generation
 from app.jobs.models import Job, JobKind
 from app.jobs.queue import job_ref
@@ -28,15 +27,6 @@ def latest_fit_job(session: Session, concept: Concept) -> Job | None:
     )
 
 
-def sample_images(session: Session, concept: Concept) -> list[GeneratedImage]:
-    generations = session.scalars(
-        select(Generation)
-        .where(Generation.concept_id == concept.id, Generation.owner_id == concept.owner_id)
-        .order_by(Generation.created_at)
-    )
-    return [img for gen in generations if gen.params.get("sample") for img in gen.images]
-
-
 def concept_architecture(concept: Concept) -> str | None:
     """`sd` or `sdxl` as recorded with the concept file; None while the first fit runs.
 
@@ -49,39 +39,8 @@ def concept_architecture(concept: Concept) -> str | None:
 
 
 def concept_out(session: Session, viewer: Viewer, concept: Concept) -> ConceptOut:
-    is_owner = viewer.user is not None and viewer.user.id == concept.owner_id
-    job = latest_fit_job(session, concept)
-    owner = session.get(User, concept.owner_id)
-    return ConceptOut(
-        id=concept.id,
-        name=concept.name,
-        token=concept.token,
-        superclass=concept.superclass,
-        visibility=concept.visibility,
-        status=concept.status.value,
-        base_model=concept.base_model,
-        architecture=concept_architecture(concept),
-        owner=owner.username if owner else "?",
-        is_owner=is_owner,
-        created_at=concept.created_at,
-        settings=concept.settings,
-        samples=[ImageRef.of(i) for i in sample_images(session, concept)],
-        photos=[
-            PhotoRef(
-                id=p.id,
-                url=f"/api/concepts/{concept.id}/photos/{p.id}",
-                width=p.width,
-                height=p.height,
-            )
-            for p in concept.photos
-        ]
-        if is_owner
-        else [],
-        file_url=f"/api/concepts/{concept.id}/file" if concept.file_blob_id else None,
-        page_url=f"/concepts/{concept.id}",
-        job=job_ref(session, job) if job is not None and is_owner else None,
-        share_link_active=is_owner and active_share_link(session, concept) is not None,
-    )
+    """One concept as the viewer may see it: the same builder as a page of cards."""
+    return concept_outs(session, viewer, [concept])[0]
 
 
 def list_concepts(
@@ -120,13 +79,10 @@ def list_concepts(
 
 
 def concept_outs(session: Session, viewer: Viewer, concepts: list[Concept]) -> list[ConceptOut]:
-    """`concept_out` for a page of cards (Browse, the JSON lists) in a fixed number of queries.
-
-    `concept_out` reads one concept: its owner, latest fit job, sample images, photos and
-    share link, a query each; a page of 12 cards made that ~55 queries, most of a browse
-    request's time. Here each kind is fetched once for the whole page, then the same
-    ConceptOut is built.
-    """
+    """Concepts as the viewer may see them (a page of cards, or one) in a fixed number of
+    queries: owners, latest fit jobs, sample images, photos and share links are each fetched
+    once for the whole list. Reading them per concept made a page of 12 cards ~55 queries,
+    most of a browse request's time."""
     if not concepts:
         return []
     ids = [c.id for c in concepts]
