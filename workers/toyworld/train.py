@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -58,6 +59,8 @@ class TrainConfig:
     batch: int = 128
     lr: float = 1e-3
     warmup: int = 100
+    lr_schedule: str = "constant"  # or "cosine": down to lr_final x lr by the end of the run
+    lr_final: float = 0.1
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
     unet_channels: tuple[int, int, int] = (64, 128, 128)
@@ -229,6 +232,21 @@ def _remap_token_rows(
     return {**state, key: rows}
 
 
+def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
+    """Linear warm-up, then constant or cosine decay. With --minutes the run's end is a time,
+    so the cosine follows whichever of steps and minutes is further along."""
+    lr = cfg.lr * min(1.0, step / cfg.warmup)
+    if cfg.lr_schedule == "constant":
+        return lr
+    if cfg.lr_schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {cfg.lr_schedule!r} (constant or cosine)")
+    progress = step / max(cfg.steps, 1)
+    if cfg.minutes:
+        progress = max(progress, elapsed_s / (60 * cfg.minutes))
+    shape = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return lr * (cfg.lr_final + (1 - cfg.lr_final) * shape)
+
+
 def train_diffusion(
     cfg: TrainConfig,
     rng: random.Random,
@@ -264,7 +282,7 @@ def train_diffusion(
             break
         step += 1
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, step / cfg.warmup)
+            group["lr"] = learning_rate(cfg, step, time.monotonic() - start)
         if data is not None:
             latents, prompts = data.batch(rng, cfg.batch, cfg.device)
         else:

@@ -74,3 +74,15 @@ def test_continuing_into_a_larger_vocabulary_keeps_each_words_embedding(tmp_path
     old_ids, new_ids = old_tok.get_vocab(), new_tok.get_vocab()
     for word in ("red</w>", "circle</w>", "a</w>"):
         assert torch.equal(new_rows[new_ids[word]], old_rows[old_ids[word]])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor_by_steps_or_minutes() -> None:
+    cfg = train.TrainConfig(lr=1e-3, warmup=10, steps=1000, lr_schedule="cosine", lr_final=0.1)
+    assert train.learning_rate(cfg, 5, 0.0) < train.learning_rate(cfg, 10, 0.0)
+    assert abs(train.learning_rate(cfg, 500, 0.0) - 0.55e-3) < 1e-9
+    assert abs(train.learning_rate(cfg, 1000, 0.0) - 1e-4) < 1e-12
+    # With a wall-clock cap the run may end long before `steps`: the decay follows the clock.
+    timed = train.TrainConfig(lr=1e-3, warmup=10, steps=40000, minutes=10.0, lr_schedule="cosine")
+    assert abs(train.learning_rate(timed, 200, 600.0) - 1e-4) < 1e-12
+    constant = train.TrainConfig(lr=1e-3, warmup=10)
+    assert train.learning_rate(constant, 900, 1e6) == 1e-3
