@@ -19,7 +19,7 @@ from app.concepts import filecheck
 from app.concepts.models import Concept
 from app.config import Settings
 from app.generations.models import Generation
-from app.jobs.params import GenerateParams
+from app.jobs.params import DEFAULT_STRENGTH, GenerateParams
 from app.jobs.queue import create_job
 
 TOKEN_MAX_NAME = 37  # TOKEN_RE: <, then 1 + 36 characters, then >
@@ -64,7 +64,7 @@ def queue_samples(session: Session, settings: Settings, concept: Concept) -> Gen
         seed=0,
         steps=settings.sample_steps,
         guidance=7.5,
-        strength=1.0,
+        strength=DEFAULT_STRENGTH,
         concept_ids=[concept.id],
     )
     generation = Generation(

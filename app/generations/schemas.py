@@ -9,7 +9,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.concepts.schemas import ImageRef, ResolvedToken
-from app.jobs.params import Guidance, ImageCount, NegativePrompt, Prompt, Seed, Steps, Strength
+from app.jobs.params import (
+    DEFAULT_STRENGTH,
+    Guidance,
+    ImageCount,
+    NegativePrompt,
+    Prompt,
+    Seed,
+    Steps,
+    Strength,
+)
 from app.jobs.schemas import JobRef
 
 
@@ -21,7 +30,7 @@ class GenerationIn(BaseModel):
     steps: Steps = 25
     guidance: Guidance = 7.5
     strength: Strength = Field(
-        default=0.6, description="0 = follow the prompt, 1 = follow the concept."
+        default=DEFAULT_STRENGTH, description="0 = follow the prompt, 1 = follow the concept."
     )
     concept_id: uuid.UUID | None = Field(
         default=None, description="The concept page this was started from (its history)."

@@ -25,6 +25,8 @@ IMAGES_MIN, IMAGES_MAX = 1, 4
 GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 20.0
 SEED_MIN, SEED_MAX = 0, 2**32 - 1
 STRENGTH_MIN, STRENGTH_MAX = 0.0, 1.0
+# 0.5 is λ = 1: the trained concept as the paper renders it (workers/perfusion/apply.py).
+DEFAULT_STRENGTH = 0.5
 FIT_STEPS_MIN, FIT_STEPS_MAX = 1, 5000
 SAMPLES_MAX = IMAGES_MAX
 
@@ -62,7 +64,7 @@ class SamplePolicy(BaseModel):
     count: int = Field(default=2, ge=0, le=SAMPLES_MAX)
     steps: Steps = 25
     guidance: Guidance = 7.5
-    strength: Strength = 1.0
+    strength: Strength = DEFAULT_STRENGTH
     prompt: str = "a photo of a {token}"
     """`{token}` is replaced by the concept's trigger token."""
 

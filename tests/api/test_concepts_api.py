@@ -34,7 +34,7 @@ def test_create_concept_stores_photos_and_queues_the_fit_job(make_user, anon) ->
         assert job is not None and job.kind == JobKind.fit and job.state == JobState.queued
         assert job.owner_id == concept.owner_id and job.concept_id == concept.id
         sample_policy = {
-            "count": 2, "steps": 25, "guidance": 7.5, "strength": 1.0,
+            "count": 2, "steps": 25, "guidance": 7.5, "strength": 0.5,
             "prompt": "a photo of a {token}",
         }  # fmt: skip
         assert job.params == {

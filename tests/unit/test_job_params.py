@@ -38,7 +38,7 @@ def test_a_fit_row_round_trips_and_keeps_its_sample_policy() -> None:
         "count": 2,
         "steps": 2,
         "guidance": 7.5,
-        "strength": 1.0,
+        "strength": 0.5,
         "prompt": "a photo of a {token}",
     }
     assert FitParams.model_validate(row) == params

@@ -18,6 +18,8 @@ from .sides import text_side
 
 DEFAULT_BETA = 0.7
 DEFAULT_TAU = 0.15
+# The slider's default: λ = 1, the trained o*_V at the paper's gate (app/jobs/params.py agrees).
+DEFAULT_STRENGTH = 0.5
 
 
 @dataclass

@@ -93,14 +93,15 @@ def _masks(folder: Path, files: list[Path], images: list[Image.Image]) -> list[I
 def _cmd_generate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .apply import strength_to_control
+    from .apply import DEFAULT_STRENGTH, strength_to_control
     from .concept import load_concept
     from .generate import generate
     from .pipeline import load_pipeline
 
     pipe = load_pipeline(args.base, _device())
     concepts = [load_concept(p) for p in args.concept]
-    controls = [strength_to_control(args.strength)] * len(concepts) if concepts else None
+    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+    controls = [strength_to_control(strength)] * len(concepts) if concepts else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=args.steps, desc="generate", unit="step") as bar:
@@ -192,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--concept", action="append", default=[])
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--out", required=True)
-    gen.add_argument("--strength", type=float, default=0.5, help="0 weakest .. 1 strongest")
+    gen.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="0 weakest .. 1 strongest (default: the trained concept, apply.DEFAULT_STRENGTH)",
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--n", type=int, default=1)
     gen.add_argument("--steps", type=int, default=25)
