@@ -16,8 +16,8 @@ from app.concepts.rules import is_toy_world, superclass_suggestions
 from app.config import Settings
 
 WORLD_FILE = "world.json"
-"""A base-model folder whose vocabulary is closed describes its world here: `size_px`,
-`backgrounds` and `superclasses`, the only nouns it knows for a whole object."""
+"""A base-model folder whose vocabulary is closed describes its world here: `size_px` and
+`backgrounds` (its nouns are in `rules.SUPERCLASSES_FILE`, the one source of suggestions)."""
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,14 @@ def _world(settings: Settings) -> dict[str, object] | None:
 
 
 def base_model_facts(settings: Settings) -> BaseModelFacts:
-    """The toy world's own nouns as the only superclass suggestions when it is the base (it
-    knows no others: "dog" is a word it never saw), else common ones."""
+    """What the base model draws (the toy world's size and backgrounds) and the superclasses
+    to suggest (`rules.superclass_suggestions`)."""
     world = _world(settings) if is_toy_world(settings) else None
     if world is not None:
-        nouns = [str(n) for n in world.get("superclasses") or [] if str(n).strip()]
         size = world.get("size_px")
         return BaseModelFacts(
             toy_world=True,
-            superclasses=nouns or superclass_suggestions(settings),
+            superclasses=superclass_suggestions(settings),
             size_px=int(size) if isinstance(size, int) else None,
             backgrounds=[str(b) for b in world.get("backgrounds") or []],
         )

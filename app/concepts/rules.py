@@ -31,10 +31,14 @@ def is_toy_world(settings: Settings) -> bool:
 
 
 def superclass_suggestions(settings: Settings) -> list[str]:
-    """Common superclasses, after the base model's own nouns when its folder lists them."""
+    """The superclasses the new-concept page suggests: the nouns the base model's folder lists,
+    then common ones. The toy world gets only its own: its vocabulary is closed ("dog" is a
+    word it never saw)."""
     listed = Path(settings.base_model) / SUPERCLASSES_FILE
     own = listed.read_text().split("\n") if listed.is_file() else []
     nouns = [noun.strip() for noun in own if noun.strip()]
+    if nouns and is_toy_world(settings):
+        return list(dict.fromkeys(nouns))
     return list(dict.fromkeys([*nouns, *COMMON_SUPERCLASSES]))
 
 

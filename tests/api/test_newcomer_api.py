@@ -137,10 +137,10 @@ def test_browse_never_shows_a_blank_card(make_user) -> None:  # type: ignore[no-
 
 
 def test_the_toy_world_says_what_it_draws_and_suggests_only_its_nouns(make_user) -> None:  # type: ignore[no-untyped-def]
-    from workers.toyworld.world import SUPERCLASS_NOUNS
+    from workers.toyworld.world import SHAPES, SUPERCLASS_NOUNS
 
     user = make_user()
-    assert user.get("/api/concepts/superclasses").json() == list(SUPERCLASS_NOUNS)
+    assert user.get("/api/concepts/superclasses").json() == [*SUPERCLASS_NOUNS, *SHAPES]
     page = user.get("/concepts/new").text
     assert "one simple object on a plain background, 64×64 px" in page
     assert 'data-toy-world="true"' in page and 'data-superclass="dog"' not in page

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from tests.e2e.test_product_flow import sign_up
 from tests.support.stack import Stack
 from tests.support.webdata import concept_file
-from workers.toyworld.world import SUPERCLASS_NOUNS
+from workers.toyworld.world import SHAPES, SUPERCLASS_NOUNS
 
 pytestmark = [pytest.mark.e2e]
 
@@ -93,7 +93,7 @@ def test_new_concept_says_the_limits_before_submitting(  # type: ignore[no-untyp
     notice = page.get_by_test_id("toy-world-notice")
     expect(notice).to_contain_text("one simple object on a plain background, 64×64 px")
     suggested = page.locator("#superclass-suggestions button").all_text_contents()
-    assert suggested == list(SUPERCLASS_NOUNS)  # the toy world's nouns, nothing it never saw
+    assert suggested == [*SUPERCLASS_NOUNS, *SHAPES]  # the toy world's nouns, nothing else
     street = tmp_path / "street.png"  # an ordinary photo: a busy scene edge to edge
     noise = random.Random(1).randbytes(96 * 96 * 3)
     Image.frombytes("RGB", (96, 96), noise).save(street)

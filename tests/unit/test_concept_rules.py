@@ -13,8 +13,14 @@ from workers.toyworld import world
 def test_the_toy_world_lists_its_own_nouns_for_the_web_side() -> None:
     listed = (TOYWORLD_MODEL / SUPERCLASSES_FILE).read_text().split()
     assert listed == [*world.SUPERCLASS_NOUNS, *world.SHAPES]
-    suggestions = superclass_suggestions(Settings(base_model=str(TOYWORLD_MODEL)))
-    assert suggestions[: len(listed)] == listed
+    # Only its own nouns: its vocabulary is closed.
+    assert superclass_suggestions(Settings(base_model=str(TOYWORLD_MODEL))) == listed
+
+
+def test_another_model_lists_its_own_nouns_before_the_common_ones(tmp_path: Path) -> None:
+    (tmp_path / SUPERCLASSES_FILE).write_text("corgi\ndog\n")
+    suggestions = superclass_suggestions(Settings(base_model=str(tmp_path)))
+    assert suggestions[:2] == ["corgi", "dog"] and "person" in suggestions
     assert len(suggestions) == len(set(suggestions))
 
 
@@ -25,7 +31,8 @@ def test_a_model_without_the_list_gets_the_common_superclasses(tmp_path: Path) -
 
 def test_the_toy_world_describes_its_world_for_the_new_concept_page() -> None:
     facts = base_model_facts(Settings(base_model=str(TOYWORLD_MODEL)))
-    assert facts.toy_world and facts.superclasses == list(world.SUPERCLASS_NOUNS)
+    assert facts.toy_world
+    assert facts.superclasses == [*world.SUPERCLASS_NOUNS, *world.SHAPES]
     assert facts.size_px == world.SIZE and facts.backgrounds == list(world.BACKGROUNDS)
 
 

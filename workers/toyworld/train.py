@@ -409,7 +409,6 @@ def main(argv: list[str] | None = None) -> None:
     described = {
         "size_px": world.SIZE,
         "backgrounds": list(world.BACKGROUNDS),
-        "superclasses": list(world.SUPERCLASS_NOUNS),
     }
     (staging / "world.json").write_text(json.dumps(described, indent=2) + "\n")
     facts = {
