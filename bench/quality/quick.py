@@ -1,0 +1,118 @@
+"""Does a quick Perfusion fit learn a held-out subject? One fit, images read back, in a minute.
+
+    python -m bench.quality.quick [--subject tile] [--seeds 0 1 2] [--steps 80]
+
+The suite's learning-regression test (tests/unit/toyworld/test_fit_learns_a_subject.py) calls
+`probe` once; this command runs it over several seeds to set that test's bound from measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from bench.quality.settings import DEFAULT_MODEL, DEFAULT_STRENGTH, backgrounds, photos, subject
+from bench.quality.settings import superclass_prompt as base_prompt
+
+
+@dataclass(frozen=True)
+class Probe:
+    subject: str
+    seed: int
+    steps: int
+    concept_hits: float  # fraction of concept images in which the reader finds the subject
+    base_hits: float  # the same for the base model's superclass prompt, same seeds
+    prompt_hits: float  # fraction of concept images on the asked-for (unseen) background
+    fit_s: float
+
+
+def probe(
+    name: str = "tile",
+    seed: int = 0,
+    steps: int = 80,
+    n: int = 4,
+    model: str | Path = DEFAULT_MODEL,
+    gen_steps: int = 20,
+    guidance: float = 4.0,
+    keep: Path | None = None,
+) -> Probe:
+    """Fit `name` from 4 photos (80 steps × batch 4, the harness recipe), then generate n images
+    on each of two unseen backgrounds with the concept and with the superclass prompt; `keep`
+    saves one strip per seed: the photos, then the concept's and the base's images."""
+    import torch
+
+    from workers.perfusion import FitConfig, fit_concept, generate, get_covariance, load_pipeline
+    from workers.perfusion.apply import strength_to_control
+    from workers.toyworld.reader import read_attributes
+
+    pipe = load_pipeline(str(model), "cpu")
+    covariance = get_covariance(pipe)  # the model folder's own captions.txt, as in production
+    train_bgs, test_bgs = backgrounds(name, 2)
+    images, _ = photos(name, 4, seed, train_bgs)
+    config = FitConfig(
+        steps=steps, batch_size=4, lr_embedding=6e-3, lr_value=3e-2, flip_p=0.0, seed=seed
+    )
+    token = f"<{name}>"
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    concept = fit_concept(pipe, images, token, subject(name).superclass, config, covariance)
+    fit_s = time.perf_counter() - started
+    look = subject(name).look
+    control = strength_to_control(DEFAULT_STRENGTH)
+    concept_reads, base_reads, on_bg = [], [], []
+    strip = list(images)
+    with torch.no_grad():
+        for k, bg in enumerate(test_bgs):
+            common = dict(seed=1000 + seed * 10 + k, steps=gen_steps, guidance=guidance, n=n)
+            prompt = f"a {token} on a {bg} background"
+            made = generate(pipe, prompt, [concept], controls=[control], **common)
+            base = generate(pipe, base_prompt(name, bg), **common)
+            strip += made + base
+            for image in made:
+                read = read_attributes(image)
+                concept_reads.append(read.matches(look))
+                on_bg.append(read.background == bg)
+            for image in base:
+                base_reads.append(read_attributes(image).matches(look))
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        sheet = Image.new("RGB", (64 * len(strip), 64))
+        for k, image in enumerate(strip):
+            sheet.paste(image.resize((64, 64)), (64 * k, 0))
+        sheet.save(keep / f"{name}-seed{seed}.png")
+    return Probe(
+        subject=name,
+        seed=seed,
+        steps=steps,
+        concept_hits=sum(concept_reads) / len(concept_reads),
+        base_hits=sum(base_reads) / len(base_reads),
+        prompt_hits=sum(on_bg) / len(on_bg),
+        fit_s=round(fit_s, 1),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subject", default="tile")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="save a strip of photos and images per seed")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for seed in args.seeds:
+        result = probe(args.subject, seed, args.steps, args.n, args.model, keep=args.keep)
+        print(json.dumps(asdict(result)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
