@@ -69,6 +69,14 @@ def broker_lost_messages() -> bool:
         return False
 
 
+def forget_broker_mark() -> None:
+    """Undo `broker_lost_messages` when the sweep that saw the loss could not commit."""
+    try:
+        _broker_client(get_settings().redis_url).delete(BROKER_MARK)
+    except Exception:  # the broker is down again: it will have lost the mark too
+        log.warning("could not clear the broker mark", exc_info=True)
+
+
 def sweep(
     now: datetime | None = None, *, orphaned_running: bool = False, judge_heartbeats: bool = True
 ) -> SweepReport:
@@ -81,42 +89,51 @@ def sweep(
     requeue_before = now - timedelta(seconds=settings.job_requeue_after_s)
     report = SweepReport()
     to_send: list[tuple[uuid.UUID, JobKind]] = []
-    with session_scope() as session:
-        dead = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
-        running = select(Job).where(Job.state == JobState.running)
-        if not orphaned_running:
-            running = running.where(dead)
-        if not judge_heartbeats:
-            running = running.where(false())
-        for job in session.scalars(running.with_for_update(skip_locked=True)):
-            if job.cancel_requested:  # its worker died before it could stop
-                finish_job(session, job, JobState.canceled)
-                report.canceled.append(job.id)
-            elif job.attempts >= job.max_attempts:
-                _fail(session, job, report)
-            elif orphaned_running:
-                # Nothing runs it: queue it again; the claim counts the next attempt.
-                job.state, job.worker_id, job.enqueued_at = JobState.queued, None, now
-                to_send.append((job.id, job.kind))
-            elif job.enqueued_at is None or job.enqueued_at < stale:
-                # A new message; the redelivered old one would come only after the visibility
-                # timeout. The claim takes over jobs whose heartbeat is stale.
-                job.enqueued_at = now
-                to_send.append((job.id, job.kind))
-        queued = select(Job).where(Job.state == JobState.queued)
-        lost = orphaned_running or broker_lost_messages()
-        if lost and not orphaned_running:
-            log.warning("the broker lost its messages; every queued job is sent again")
-        if not lost:  # the in-memory broker of a restarted process lost them all
-            queued = queued.where(or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before))
-        for job in session.scalars(queued.with_for_update(skip_locked=True)):
-            if any(job.id == job_id for job_id, _ in to_send):  # just requeued above
-                continue
-            if job.attempts >= job.max_attempts:
-                _fail(session, job, report)
-            else:
-                job.enqueued_at = now
-                to_send.append((job.id, job.kind))
+    marked = False
+    try:
+        with session_scope() as session:
+            dead = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
+            running = select(Job).where(Job.state == JobState.running)
+            if not orphaned_running:
+                running = running.where(dead)
+            if not judge_heartbeats:
+                running = running.where(false())
+            for job in session.scalars(running.with_for_update(skip_locked=True)):
+                if job.cancel_requested:  # its worker died before it could stop
+                    finish_job(session, job, JobState.canceled)
+                    report.canceled.append(job.id)
+                elif job.attempts >= job.max_attempts:
+                    _fail(session, job, report)
+                elif orphaned_running:
+                    # Nothing runs it: queue it again; the claim counts the next attempt.
+                    job.state, job.worker_id, job.enqueued_at = JobState.queued, None, now
+                    to_send.append((job.id, job.kind))
+                elif job.enqueued_at is None or job.enqueued_at < stale:
+                    # A new message; the redelivered old one would come only after the visibility
+                    # timeout. The claim takes over jobs whose heartbeat is stale.
+                    job.enqueued_at = now
+                    to_send.append((job.id, job.kind))
+            queued = select(Job).where(Job.state == JobState.queued)
+            marked = not orphaned_running and broker_lost_messages()
+            lost = orphaned_running or marked
+            if lost and not orphaned_running:
+                log.warning("the broker lost its messages; every queued job is sent again")
+            if not lost:  # the in-memory broker of a restarted process lost them all
+                queued = queued.where(
+                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < requeue_before)
+                )
+            for job in session.scalars(queued.with_for_update(skip_locked=True)):
+                if any(job.id == job_id for job_id, _ in to_send):  # just requeued above
+                    continue
+                if job.attempts >= job.max_attempts:
+                    _fail(session, job, report)
+                else:
+                    job.enqueued_at = now
+                    to_send.append((job.id, job.kind))
+    except Exception:
+        if marked:  # the loss was seen but nothing was re-sent: the next sweep must see it too
+            forget_broker_mark()
+        raise
     for job_id, kind in to_send:  # after commit, as everywhere
         send_job_message(job_id, kind)
         report.requeued.append(job_id)

@@ -88,3 +88,30 @@ def test_embedded_start_up_requeues_every_orphaned_job(sent) -> None:  # type: i
     assert sorted(report.requeued) == sorted([running, queued]) == sorted(sent)
     job = _get(running)
     assert (job.state, job.worker_id, job.attempts) == (JobState.queued, None, 1)
+
+
+def test_a_broker_loss_seen_by_a_sweep_that_cannot_commit_is_seen_again(
+    sent, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import contextlib
+
+    queued = _job(enqueued_at=utcnow())  # fresh: only a broker loss re-sends it now
+    marks = iter([True, False])  # the broker mark was missing once, then set by that sweep
+    forgotten: list[bool] = []
+    monkeypatch.setattr(sweeper, "broker_lost_messages", lambda: next(marks))
+    monkeypatch.setattr(sweeper, "forget_broker_mark", lambda: forgotten.append(True))
+    real_scope = sweeper.session_scope
+
+    @contextlib.contextmanager
+    def failing_commit():  # type: ignore[no-untyped-def]
+        with real_scope() as session:
+            yield session
+            raise RuntimeError("the database went away at commit")
+
+    monkeypatch.setattr(sweeper, "session_scope", failing_commit)
+    with pytest.raises(RuntimeError):
+        sweeper.sweep()
+    assert forgotten == [True] and sent == []  # the mark is cleared, nothing was sent
+    monkeypatch.setattr(sweeper, "session_scope", real_scope)
+    monkeypatch.setattr(sweeper, "broker_lost_messages", lambda: bool(forgotten))
+    assert sweeper.sweep().requeued == [queued]
