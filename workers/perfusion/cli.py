@@ -70,7 +70,8 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     import torch
 
     storage = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    data = concept_to_bytes(concept, storage.get(args.storage, torch.int8))
+    storage["int8"] = torch.int8
+    data = concept_to_bytes(concept, storage.get(args.storage))  # "auto": by architecture
     Path(args.out).write_bytes(data)
     print(f"wrote {args.out} ({len(data)} bytes)")
 
@@ -183,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cache-dir", type=Path)
     fit.add_argument(
         "--storage",
-        choices=("fp16", "bf16", "fp32", "int8"),
-        default="fp16",
-        help="file precision; int8 stores o_v block-scaled (about half the bytes)",
+        choices=("auto", "fp16", "bf16", "fp32", "int8"),
+        default="auto",
+        help="file precision; int8 stores o_v block-scaled (about half the bytes); "
+        "auto: fp16 for SD 1.x/2.x, int8 for SDXL",
     )
     fit.set_defaults(func=_cmd_fit)
 

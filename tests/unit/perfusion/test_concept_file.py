@@ -194,6 +194,7 @@ def test_sd15_shaped_concept_file_size(tmp_path, capsys):
         print(f"\nSD1.5-shaped concept file: {size} bytes ({size / 1024:.1f} KiB)")
     assert size <= 64 * 1024
     assert "up_blocks.3.attentions.2.transformer_blocks.0.attn2" in out  # names survive
+    assert "F16" in out and "I8" not in out  # SD 1.x/2.x files stay fp16 by default
 
 
 def test_a_model_folder_can_ship_its_own_covariance_captions(tiny_pipe, tmp_path):

@@ -621,7 +621,7 @@ def test_sdxl_shaped_concept_file_size(tmp_path, capsys):
     )
     validate_concept(concept, pipe)
     path = tmp_path / "sdxl.safetensors"
-    save_concept(concept, path)
+    save_concept(concept, path, dtype=torch.float16)
     size = path.stat().st_size
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
@@ -641,6 +641,8 @@ def test_sdxl_shaped_concept_file_size(tmp_path, capsys):
             f"int8 o_v {small_size} bytes ({small_size / 1024:.1f} KiB)"
         )
     assert small_size <= 160 * 1024  # the goal; fp16 o_v alone is 162.5 KiB
+    default = concept_to_bytes(concept)  # SDXL's default storage is int8
+    assert len(default) == small_size and load_safetensors(default)["o_v"].dtype == torch.int8
     loaded = load_concept(small)
     validate_concept(loaded, pipe)
     for name, vector in concept.o_v.items():  # block absmax / 254 at most, plus fp16 scales
