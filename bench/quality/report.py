@@ -123,10 +123,12 @@ class QualityReport:
             default = next((s for s in self.sweep if s["strength"] == 0.5), self.sweep[0])
             out += [
                 (
-                    "strength sweep monotone in concept fidelity ("
+                    "strength sweep rises monotonically in concept fidelity ("
                     + " ≤ ".join(f"{r:.3f}" for r in rates)
                     + ")",
-                    all(a <= b for a, b in zip(rates, rates[1:], strict=False)),
+                    # Flat is not a slider: the strongest end must beat the weakest.
+                    all(a <= b for a, b in zip(rates, rates[1:], strict=False))
+                    and rates[-1] > rates[0],
                 ),
                 (
                     f"prompt fidelity ≥ 0.9 at the default strength "
