@@ -63,6 +63,7 @@ class TrainConfig:
     lr_final: float = 0.1
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
+    pattern_named: float = world.PATTERN_NAMED  # how often a training caption names the pattern
     unet_channels: tuple[int, int, int] = (64, 128, 128)
     text_layers: int = 3
     minutes: float | None = None  # wall cap for stage 2 only
@@ -88,10 +89,12 @@ def _randn(device: str | torch.device, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(like.shape).to(device)
 
 
-def scene_batch(rng: random.Random, n: int) -> tuple[torch.Tensor, list[str]]:
+def scene_batch(
+    rng: random.Random, n: int, pattern_named: float = world.PATTERN_NAMED
+) -> tuple[torch.Tensor, list[str]]:
     scenes = [world.sample_scene(rng) for _ in range(n)]
     return images_to_tensor([world.render(s) for s in scenes]), [
-        world.caption(s, rng) for s in scenes
+        world.caption(s, rng, pattern_named=pattern_named) for s in scenes
     ]
 
 
@@ -191,6 +194,7 @@ class LatentDataset:
                 means.append(posterior.mean * scaling)
                 stds.append(posterior.std * scaling)
         self.mean, self.std = torch.cat(means), torch.cat(stds)
+        self.pattern_named = cfg.pattern_named
         log.info("encoded %d scenes once for stage 2", len(self.scenes))
 
     def batch(self, rng: random.Random, n: int, device: str) -> tuple[torch.Tensor, list[str]]:
@@ -198,7 +202,8 @@ class LatentDataset:
         latents = self.mean[index] + self.std[index] * _randn(device, self.std[index])
         mirror = torch.tensor([rng.random() < 0.5 for _ in index], device=latents.device)
         latents = torch.where(mirror[:, None, None, None], latents.flip(-1), latents)
-        return latents, [world.caption(self.scenes[k], rng) for k in index]
+        named = self.pattern_named
+        return latents, [world.caption(self.scenes[k], rng, pattern_named=named) for k in index]
 
 
 def encode_prompts(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, prompts: list[str]):
@@ -286,7 +291,7 @@ def train_diffusion(
         if data is not None:
             latents, prompts = data.batch(rng, cfg.batch, cfg.device)
         else:
-            x, prompts = scene_batch(rng, cfg.batch)
+            x, prompts = scene_batch(rng, cfg.batch, cfg.pattern_named)
             with torch.no_grad():
                 posterior = vae.encode(x.to(cfg.device)).latent_dist
                 latents = posterior.mean + posterior.std * _randn(cfg.device, posterior.std)

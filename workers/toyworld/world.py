@@ -251,11 +251,14 @@ def object_phrase(look: Look, name_pattern: bool, noun: str | None = None) -> st
     return " ".join([*words, look.color, noun or look.shape])
 
 
-def caption(scene: Scene, rng: random.Random, complete: bool = False) -> str:
+def caption(
+    scene: Scene, rng: random.Random, complete: bool = False, pattern_named: float = PATTERN_NAMED
+) -> str:
     """A caption of the scene. With complete=True it names shape, main colour, pattern and
-    background; otherwise it names the pattern half the time, sometimes says "shape"/"toy"
-    instead of the shape, and sometimes omits the background."""
-    name_pattern = complete or rng.random() < PATTERN_NAMED
+    background; otherwise it names the pattern with probability `pattern_named` (half the
+    time), sometimes says "shape"/"toy" instead of the shape, and sometimes omits the
+    background."""
+    name_pattern = complete or rng.random() < pattern_named
     roll = rng.random()
     noun = None if complete or roll < 0.85 else rng.choice(SUPERCLASS_NOUNS)
     obj = object_phrase(scene.look, name_pattern, noun)

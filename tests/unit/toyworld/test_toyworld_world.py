@@ -120,3 +120,13 @@ def test_the_committed_sample_photos_are_the_subjects(tmp_path) -> None:
             assert (tmp_path / name / file).read_bytes() == (
                 EXAMPLES_DIR / name / file
             ).read_bytes()
+
+
+def test_training_can_name_the_pattern_more_often_than_the_default() -> None:
+    rng = random.Random(0)
+    scenes = [world.sample_scene(rng) for _ in range(400)]
+    always = [world.caption(s, rng, pattern_named=1.0) for s in scenes]
+    assert all(s.look.pattern in c for s, c in zip(scenes, always, strict=True))
+    default = [world.caption(s, rng) for s in scenes]
+    named = sum(s.look.pattern in c for s, c in zip(scenes, default, strict=True)) / len(scenes)
+    assert 0.35 < named < 0.65  # PATTERN_NAMED = 0.5
