@@ -163,11 +163,12 @@ def deliver(delivery_id: uuid.UUID) -> DeliveryState | None:
     return record(attempt, send(attempt, settings), settings)
 
 
-def deliver_due() -> int:
-    """One pass over every due delivery; how many attempts were made."""
+def deliver_due(stopped: threading.Event | None = None) -> int:
+    """One pass over every due delivery (until `stopped` is set); how many attempts were
+    made."""
     made = 0
     with ThreadPoolExecutor(PARALLEL, thread_name_prefix="webhook") as pool:
-        while ids := due():
+        while not (stopped and stopped.is_set()) and (ids := due()):
             outcomes = list(pool.map(deliver, ids))
             attempted = sum(outcome is not None for outcome in outcomes)
             made += attempted
@@ -188,7 +189,7 @@ class Dispatcher(threading.Thread):
         while not self.stopped.is_set():
             self.woken.clear()
             try:
-                deliver_due()
+                deliver_due(self.stopped)
             except Exception:
                 log.warning("webhook pass failed; will try again", exc_info=True)
             self.woken.wait(get_settings().webhook_poll_s)

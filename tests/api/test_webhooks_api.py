@@ -242,6 +242,7 @@ def test_canceling_over_the_api_posts_the_webhook_and_fit_again_keeps_the_url(ma
         job_id = created["job"]["id"]
         canceled = grace.post(f"/api/jobs/{job_id}/cancel")
         assert canceled.status_code == 200 and canceled.json()["state"] == "canceled"
+        assert canceled.json()["webhook"]["state"] == "pending"
         assert len(_deliveries(job_id)) == 1  # committed with the request
         delivery.deliver_due()
     assert json.loads(receiver.requests[0].body)["type"] == "job.canceled"

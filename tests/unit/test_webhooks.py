@@ -5,7 +5,9 @@ from its own process (also what a previous run left pending)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,14 @@ from standardwebhooks import Webhook
 
 from app.auth.sessions import SESSION_COOKIE, make_session_value
 from app.concepts.models import ConceptStatus
-from app.config import Settings, get_settings
+from app.config import REPO_ROOT, Settings, get_settings
 from app.db import session_scope
 from app.jobs.lifecycle import finish_job
 from app.jobs.models import Job, JobKind, JobState
 from app.users.models import User
 from app.webhooks import delivery
 from app.webhooks.models import DeliveryState, WebhookDelivery
+from app.webhooks.signing import new_secret, signed_headers
 from app.webhooks.urls import CallbackRefused, check_callback_url, delivery_refusal
 from tests.support.factories import make_concept, make_job_row, make_user
 from tests.support.receiver import receiving, wait_until
@@ -94,6 +97,24 @@ def test_the_default_retry_schedule_backs_off_to_two_hours() -> None:
     delays = [delivery.retry_delay_s(n, settings) for n in range(1, 7)]
     assert delays == [10, 60, 300, 1800, 7200, 7200]
     assert settings.webhook_max_attempts == 6
+
+
+def test_the_documented_verifier_accepts_our_signatures_and_nothing_else() -> None:
+    """The stdlib snippet of docs/webhooks.md, run as a receiver would run it."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "docs/webhooks.md").read_text(), re.S)
+    (snippet,) = [block for block in blocks if "def verify(" in block]
+    scope: dict[str, Any] = {}
+    exec(snippet, scope)  # our own documentation
+    verify = scope["verify"]
+    secret, body = new_secret(), '{"type":"job.succeeded","data":{}}'
+    headers = signed_headers(secret, "msg_1", body)
+    assert verify(secret, headers, body.encode())
+    assert verify(secret, {k.lower(): v for k, v in headers.items()}, body.encode())
+    assert not verify(new_secret(), headers, body.encode())
+    assert not verify(secret, headers, body.replace("succeeded", "failed").encode())
+    assert not verify(secret, {**headers, "Webhook-Id": "msg_2"}, body.encode())
+    old = signed_headers(secret, "msg_1", body, timestamp=int(time.time()) - 3600)
+    assert not verify(secret, old, body.encode())  # a replay an hour later
 
 
 def _deliveries() -> int:
