@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     """How long a worker keeps a job's result in memory, retrying, while the database is
     unreachable or full, before it gives up (a full database then fails the job readably)."""
 
+    # --- Webhooks (app/webhooks): a job's callback URL is told when the job ends ---
+    webhook_allow_private: bool | None = None
+    """Whether callback URLs may point at loopback, private or link-local addresses; unset =
+    allowed in embedded mode (a receiver on this machine), refused in production."""
+    webhook_timeout_s: float = 5.0
+    """How long one delivery attempt waits for the receiver's answer."""
+    webhook_retry_base_s: float = 10.0
+    """The first retry's delay; later ones are 6, 30, 180 and 720 times it (10 s, 1 min,
+    5 min, 30 min, 2 h). Tests shrink it."""
+    webhook_max_attempts: int = 6
+    """Attempts before a delivery is given up (the first one and five retries)."""
+    webhook_poll_s: float = 5.0
+    """How often each worker's dispatcher looks for due deliveries (retries, other processes'
+    events); a job ending in the same process wakes it at once."""
+
     @model_validator(mode="after")
     def _production_needs_a_secret(self) -> Settings:
         if self.env == "production":
@@ -98,6 +113,12 @@ class Settings(BaseSettings):
     @property
     def default_fit_steps(self) -> int:
         return self.fit_steps or (400 if self.env == "production" else 80)
+
+    @property
+    def webhooks_allow_private(self) -> bool:
+        if self.webhook_allow_private is not None:
+            return self.webhook_allow_private
+        return self.env != "production"
 
     @property
     def embedded(self) -> bool:

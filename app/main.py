@@ -21,6 +21,7 @@ from app.security.install import install_security
 from app.static_assets import STATIC_DIR, VersionedStaticFiles
 from app.unavailable import install_database_faults
 from app.users.routes import router as users_router
+from app.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from app.jobs.embedded import start_embedded_worker
         from app.jobs.sweeper import sweep
         from app.migrate import upgrade
+        from app.webhooks.delivery import start_dispatcher, stop_dispatcher
 
         upgrade()
         sweep(orphaned_running=True)  # jobs this process ran before it stopped, or queued
         worker = start_embedded_worker()
+        start_dispatcher()  # webhooks due, including retries left by the last run
         log.info("embedded worker started")
         yield
         worker.stop()
+        stop_dispatcher()
     else:
         yield
 
@@ -58,4 +62,5 @@ def create_app() -> FastAPI:
     app.include_router(generations_router)
     app.include_router(pages_router)
     app.include_router(jobs_router)
+    app.include_router(webhooks_router)
     return app

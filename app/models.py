@@ -13,6 +13,7 @@ from app.jobs.models import Job, JobKind, JobState
 from app.orm import Base
 from app.storage.models import Blob
 from app.users.models import ApiToken, User
+from app.webhooks.models import DeliveryState, WebhookDelivery
 
 __all__ = [
     "ApiToken",
@@ -21,6 +22,7 @@ __all__ = [
     "Concept",
     "ConceptPhoto",
     "ConceptStatus",
+    "DeliveryState",
     "GeneratedImage",
     "Generation",
     "Job",
@@ -30,4 +32,5 @@ __all__ = [
     "ShareLink",
     "User",
     "Visibility",
+    "WebhookDelivery",
 ]

@@ -15,6 +15,7 @@ from app.jobs.broker import TASK_FOR_KIND, celery_app
 from app.jobs.models import JobKind
 from app.jobs.runner import run_job
 from app.jobs.sweeper import start_sweeper, stop_sweeper
+from app.webhooks.delivery import start_dispatcher, stop_dispatcher
 from workers import handlers
 
 
@@ -38,8 +39,10 @@ def _start_sweeper(**_: Any) -> None:
     # Twice the stale timeout: a worker only starved of CPU for a moment keeps its session.
     limit_idle_transactions(get_engine(), 2 * get_settings().job_stale_after_s)
     start_sweeper()
+    start_dispatcher()  # webhooks: retries, and what this and other processes just ended
 
 
 @worker_shutdown.connect
 def _stop_sweeper(**_: Any) -> None:
     stop_sweeper()
+    stop_dispatcher()

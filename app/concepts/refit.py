@@ -14,7 +14,8 @@ from app.jobs.queue import create_job
 
 
 def fit_again(session: Session, concept: Concept) -> Job:
-    """Queue a new fit job with the last one's parameters; the concept is `fitting` again."""
+    """Queue a new fit job with the last one's parameters and callback URL; the concept is
+    `fitting` again."""
     previous = latest_fit_job(session, concept)
     if concept.status not in status.RESTARTABLE or previous is None:
         raise ConceptError(409, "Only a canceled or failed fit can be started again.")
@@ -22,4 +23,10 @@ def fit_again(session: Session, concept: Concept) -> Job:
         raise ConceptError(409, "This concept has no photos to learn from.")
     params = FitParams.model_validate(previous.params)
     status.fit_restarted(concept)
-    return create_job(session, params, owner_id=concept.owner_id, concept_id=concept.id)
+    return create_job(
+        session,
+        params,
+        owner_id=concept.owner_id,
+        concept_id=concept.id,
+        callback_url=previous.callback_url,
+    )

@@ -30,6 +30,7 @@ from app.jobs.params import FIT_STEPS_MAX, FIT_STEPS_MIN, SEED_MAX, SEED_MIN
 from app.jobs.queue import job_ref
 from app.security.ratelimit import check_job_quota, count_jobs
 from app.uploads.streaming import read_upload, read_upload_files
+from app.webhooks.urls import CallbackUrl
 
 router = APIRouter(prefix="/api/concepts", tags=["concepts"])
 
@@ -57,8 +58,10 @@ def create_concept(
     images: Annotated[list[UploadFile], File(description="3–10 photos of the subject.")],
     steps: Annotated[int | None, Form(ge=FIT_STEPS_MIN, le=FIT_STEPS_MAX)] = None,
     seed: Annotated[int | None, Form(ge=SEED_MIN, le=SEED_MAX)] = None,
+    callback_url: Annotated[CallbackUrl | None, Form()] = None,
 ) -> CreatedOut:
-    """Upload photos and start teaching the model the subject (a fit job)."""
+    """Upload photos and start teaching the model the subject (a fit job); `callback_url`
+    gets a signed webhook when the fit ends."""
     check_job_quota(session, user, JobKind.fit, settings)  # counted once the upload is accepted
     if len(images) > rules.MAX_PHOTOS:
         raise HTTPException(422, f"Upload at most {rules.MAX_PHOTOS} photos.")
@@ -66,7 +69,7 @@ def create_concept(
     try:
         concept, job = service.create_concept(
             session, settings, user, name=name, token=token, superclass=superclass,
-            uploads=uploads, steps=steps, seed=seed,
+            uploads=uploads, steps=steps, seed=seed, callback_url=callback_url,
         )  # fmt: skip
     except ConceptError as exc:
         raise _refuse(exc) from None
@@ -212,7 +215,8 @@ def fit_again(
     session: SessionDep,
     settings: SettingsDep,
 ) -> CreatedOut:
-    """Fit a canceled or failed concept again: same photos, same settings. Owner only."""
+    """Fit a canceled or failed concept again: same photos, same settings (and the same
+    callback URL). Owner only."""
     concept = get_concept(session, viewer, concept_id, Need.manage)
     check_job_quota(session, user, JobKind.fit, settings)
     try:

@@ -44,6 +44,7 @@ from app.storage import DatabaseBlobStore
 from app.storage.models import Blob
 from app.uploads.images import UploadRejected, sanitize_image
 from app.users.models import User
+from app.webhooks.service import callback_for
 
 
 class ConceptError(Exception):
@@ -71,8 +72,10 @@ def create_concept(
     uploads: list[Upload],
     steps: int | None,
     seed: int | None,
+    callback_url: str | None = None,
 ) -> tuple[Concept, Job]:
-    """Store the concept (fitting), its sanitized photos, and queue its fit job."""
+    """Store the concept (fitting), its sanitized photos, and queue its fit job (whose
+    `callback_url`, already checked, is told when it ends)."""
     name = name.strip()
     superclass = superclass.strip().lower()
     if not 1 <= len(name) <= NAME_MAX_CHARS:
@@ -132,7 +135,13 @@ def create_concept(
         seed=seed,
         samples=SamplePolicy(steps=settings.sample_steps),
     )
-    job = create_job(session, params, owner_id=user.id, concept_id=concept.id)
+    job = create_job(
+        session,
+        params,
+        owner_id=user.id,
+        concept_id=concept.id,
+        callback_url=callback_for(user, callback_url),
+    )
     return concept, job
 
 

@@ -20,6 +20,7 @@ from app.jobs.params import (
     Strength,
 )
 from app.jobs.schemas import JobRef
+from app.webhooks.urls import CallbackUrl
 
 
 class GenerationIn(BaseModel):
@@ -35,6 +36,7 @@ class GenerationIn(BaseModel):
     concept_id: uuid.UUID | None = Field(
         default=None, description="The concept page this was started from (its history)."
     )
+    callback_url: CallbackUrl | None = None
 
 
 class SweepIn(GenerationIn):

@@ -18,6 +18,7 @@ from app.jobs.models import Job
 from app.jobs.params import GenerateParams, random_seed
 from app.jobs.queue import create_job, job_ref
 from app.users.models import User
+from app.webhooks.service import callback_for
 
 PROMPT_TOKEN_RE = re.compile(TOKEN_PATTERN)
 
@@ -85,6 +86,7 @@ def create_generation(
         owner_id=user.id,
         generation_id=generation.id,
         concept_id=page_concept.id if page_concept else None,
+        callback_url=callback_for(user, body.callback_url),
     )
     return GenerationCreated(
         id=generation.id,

@@ -21,6 +21,7 @@ from app.jobs.models import Job, JobKind, JobState
 from app.jobs.progress import get_progress_bus
 from app.orm import utcnow
 from app.storage.models import Blob
+from app.webhooks.service import record_delivery
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def finish_job(
 ) -> None:
     """Move a job to a final state with its side effects, in the caller's transaction.
 
-    Drops the job's checkpoint, moves a fit's concept on (`app.concepts.status`), and
+    Drops the job's checkpoint, moves a fit's concept on (`app.concepts.status`), records
+    the webhook of a job with a callback URL (`app.webhooks`, sent after the commit), and
     publishes the state event after the commit.
     """
     assert state.finished
@@ -84,6 +86,7 @@ def finish_job(
             session.delete(checkpoint)
     if job.kind == JobKind.fit and job.concept_id is not None:
         fit_ended(session, job.concept_id, state)
+    record_delivery(session, job)
     publish_after_commit(session, job.id, StateEvent(state=state.value, error=error))
 
 

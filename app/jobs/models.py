@@ -63,4 +63,6 @@ class Job(IdMixin, TimestampMixin, Base):
     enqueued_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    """Told when the job ends (a signed webhook, `app.webhooks`); None = nobody."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -27,8 +27,10 @@ def create_job(
     owner_id: uuid.UUID | None = None,
     concept_id: uuid.UUID | None = None,
     generation_id: uuid.UUID | None = None,
+    callback_url: str | None = None,
 ) -> Job:
-    """Add a queued job of `params.kind` to the session; it is enqueued once committed."""
+    """Add a queued job of `params.kind` to the session; it is enqueued once committed.
+    `callback_url` (already checked, `app.webhooks.urls`) is told when the job ends."""
     job = Job(
         kind=params.kind,
         state=JobState.queued,
@@ -38,6 +40,7 @@ def create_job(
         params=params.model_dump(mode="json"),
         max_attempts=get_settings().job_max_attempts,
         enqueued_at=utcnow(),
+        callback_url=callback_url,
     )
     session.add(job)
     session.flush()

@@ -25,6 +25,7 @@ from app.jobs.progress import Event, ProgressBus, get_progress_bus
 from app.jobs.schemas import JobOut
 from app.security.websockets import websocket_origin_ok
 from app.users.models import User
+from app.webhooks.service import latest_delivery
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
@@ -45,15 +46,19 @@ def _owned_job(session: Session, job_id: uuid.UUID, user: User | None) -> Job:
 
 @router.get("/api/jobs/{job_id}")
 def get_job(job_id: uuid.UUID, session: SessionDep, user: OptionalUser) -> JobOut:
-    job = _owned_job(session, job_id, user)
-    return JobOut.of(job, queue.queue_position(session, job))
+    """A job of yours; with a callback URL, also where its webhook stands."""
+    return _job_out(session, _owned_job(session, job_id, user))
 
 
 @router.post("/api/jobs/{job_id}/cancel")
 def cancel_job(job_id: uuid.UUID, session: SessionDep, user: OptionalUser) -> JobOut:
     """Queued: canceled at once. Running: the worker stops within one step."""
-    job = request_cancel(session, _owned_job(session, job_id, user))
-    return JobOut.of(job, queue.queue_position(session, job))
+    return _job_out(session, request_cancel(session, _owned_job(session, job_id, user)))
+
+
+def _job_out(session: Session, job: Job) -> JobOut:
+    webhook = latest_delivery(session, job.id) if job.callback_url else None
+    return JobOut.of(job, queue.queue_position(session, job), webhook)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from app.jobs.models import Job, JobKind, JobState
+from app.webhooks.models import WebhookDelivery
+from app.webhooks.schemas import WebhookOut
 
 
 class JobRef(BaseModel):
@@ -44,9 +46,14 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    callback_url: str | None = None
+    webhook: WebhookOut | None = None
+    """The webhook of a finished job with a callback URL: delivered, retrying, given up."""
 
     @classmethod
-    def of(cls, job: Job, queue_position: int | None) -> JobOut:
+    def of(
+        cls, job: Job, queue_position: int | None, webhook: WebhookDelivery | None = None
+    ) -> JobOut:
         return cls(
             id=job.id,
             kind=job.kind,
@@ -65,4 +72,6 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
+            callback_url=job.callback_url,
+            webhook=WebhookOut.of(webhook) if webhook is not None else None,
         )

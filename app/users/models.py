@@ -16,6 +16,8 @@ class User(IdMixin, TimestampMixin, Base):
 
     username: Mapped[str] = mapped_column(String(40), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    webhook_secret: Mapped[str | None] = mapped_column(String(80))
+    """`whsec_…`: signs this person's webhooks (Standard Webhooks); made on first need."""
 
 
 class ApiToken(IdMixin, TimestampMixin, Base):
