@@ -71,6 +71,8 @@ def test_masks_are_stored_beside_their_photos_paired_by_name(make_user) -> None:
         assert white == [8, 16, 24, 32]  # photo k got p{k}'s mask, whatever the order sent
         inputs = load_fit_inputs(concept.id, None)  # what the worker reads: aligned with photos
         assert [_white_columns(m) for m in inputs.masks if m is not None] == [8, 16, 24, 32]
+    page = user.get(f"/concepts/{concept.id}").text
+    assert "masked loss: yes" in page
 
     plain = create_concept(user)
     with session_scope() as session:
@@ -78,6 +80,7 @@ def test_masks_are_stored_beside_their_photos_paired_by_name(make_user) -> None:
         assert concept is not None and concept.settings["masked"] is False
         assert all(photo.mask_blob_id is None for photo in concept.photos)
         assert load_fit_inputs(concept.id, None).masks == []
+    assert "masked loss: no" in user.get(f"/concepts/{plain['id']}").text
 
 
 def _webp(white_columns: int) -> bytes:
