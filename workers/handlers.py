@@ -29,7 +29,7 @@ from app.jobs.runner import (
     with_database_retries,
 )
 from workers import results
-from workers.images import open_image, png_bytes, preview_data_url
+from workers.images import open_image, open_masks, png_bytes, preview_data_url
 from workers.model_cache import get_model_cache
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ def gpu_errors() -> Iterator[None]:
 
 
 def fit(ctx: JobContext) -> JobOutcome:
-    """Fit the job's concept from its photos, resuming from a checkpoint on a retried attempt."""
+    """Fit the job's concept from its photos (their loss weighted by their masks, when they
+    have them), resuming from a checkpoint on a retried attempt."""
     import workers.perfusion as perfusion
 
     if ctx.concept_id is None:
@@ -81,6 +82,8 @@ def fit(ctx: JobContext) -> JobOutcome:
     if not inputs.photos:
         raise JobFailed("This concept has no photos to learn from.")
     token, seed, policy = params.token, params.seed, params.samples
+    photos = [open_image(data) for data in inputs.photos]
+    masks = open_masks(inputs.masks, photos)
     on_cuda = get_model_cache().device.startswith("cuda")
     resume = perfusion.FitCheckpoint.from_bytes(inputs.checkpoint) if inputs.checkpoint else None
 
@@ -136,11 +139,12 @@ def fit(ctx: JobContext) -> JobOutcome:
             try:
                 concept = perfusion.fit_concept(
                     model.pipe,
-                    [open_image(data) for data in inputs.photos],
+                    photos,
                     token,
                     params.superclass,
                     config,
                     covariance,
+                    masks=masks,
                     on_progress=on_progress,
                     should_cancel=ctx.should_cancel,
                     resume=resume,

@@ -1,4 +1,5 @@
-"""PNG encoding for results: generation parameters in text chunks, small previews as data URLs."""
+"""PNG encoding for results (generation parameters in text chunks, previews as data URLs);
+opening the stored photos and masks a fit reads."""
 
 from __future__ import annotations
 
@@ -74,3 +75,19 @@ def preview_data_url(image: Image.Image, max_side: int = 128) -> str:
 def open_image(data: bytes) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
+
+
+def open_masks(masks: list[bytes | None], photos: list[Image.Image]) -> list[Image.Image] | None:
+    """The fit's masks, greyscale, one per photo (uniform white for a photo without one);
+    None when no photo has a mask, so the fit is exactly the unmasked one."""
+    if not any(mask is not None for mask in masks):
+        return None
+    opened = []
+    for data, photo in zip(masks, photos, strict=True):
+        if data is None:
+            opened.append(Image.new("L", photo.size, 255))
+            continue
+        with Image.open(io.BytesIO(data)) as image:
+            mask = image.convert("L")
+        opened.append(mask if mask.size == photo.size else mask.resize(photo.size))
+    return opened

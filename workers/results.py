@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +24,8 @@ CONCEPT_CONTENT_TYPE = "application/x-perfusion-concept"
 class FitInputs:
     photos: list[bytes]
     checkpoint: bytes | None
+    masks: list[bytes | None] = field(default_factory=list)
+    """Each photo's mask PNG (None: that photo has none); empty when no photo has one."""
 
 
 @dataclass
@@ -44,10 +46,14 @@ def load_fit_inputs(concept_id: uuid.UUID, checkpoint_blob_id: uuid.UUID | None)
         if concept is None:
             raise LookupError("The concept of this fit no longer exists.")
         photos = [_blob_data(session, photo.blob_id) for photo in concept.photos]
+        masks = [
+            None if photo.mask_blob_id is None else _blob_data(session, photo.mask_blob_id)
+            for photo in concept.photos
+        ]
         checkpoint = None
         if checkpoint_blob_id is not None:
             checkpoint = _blob_data(session, checkpoint_blob_id)
-        return FitInputs(photos, checkpoint)
+        return FitInputs(photos, checkpoint, masks if any(m is not None for m in masks) else [])
 
 
 @dataclass

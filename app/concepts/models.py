@@ -64,6 +64,10 @@ class ConceptPhoto(IdMixin, TimestampMixin, Base):
         ForeignKey("concepts.id", ondelete="CASCADE"), index=True
     )
     blob_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"))
+    mask_blob_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("blobs.id", ondelete="SET NULL")
+    )
+    """The subject's mask (greyscale PNG the photo's size, white = subject), if one was given."""
     position: Mapped[int] = mapped_column(Integer)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)

@@ -34,6 +34,14 @@ from app.webhooks.urls import CallbackUrl
 
 router = APIRouter(prefix="/api/concepts", tags=["concepts"])
 
+MASKS_HELP = (
+    "Optional subject masks, one per photo, each with its photo's file name (any suffix: "
+    "`rex1.png` is the mask of `rex1.jpg`). Greyscale or black-and-white, white where the "
+    "subject is (or a cut-out whose transparency is the mask), the photo's size or its shape "
+    "(resized to it, bilinear). The fit weights its loss by the mask. Refused with 422: a "
+    "count other than the photos', a name no photo has, another shape, all black (415: not an "
+    "image we accept)."
+)
 Page = Annotated[int, Query(ge=1, le=10_000)]
 PerPage = Annotated[int, Query(ge=1, le=60)]
 Search = Annotated[str, Query(max_length=100)]
@@ -58,18 +66,25 @@ def create_concept(
     images: Annotated[list[UploadFile], File(description="3–10 photos of the subject.")],
     steps: Annotated[int | None, Form(ge=FIT_STEPS_MIN, le=FIT_STEPS_MAX)] = None,
     seed: Annotated[int | None, Form(ge=SEED_MIN, le=SEED_MAX)] = None,
+    masks: Annotated[list[UploadFile] | None, File(description=MASKS_HELP)] = None,
     callback_url: Annotated[CallbackUrl | None, Form()] = None,
 ) -> CreatedOut:
-    """Upload photos and start teaching the model the subject (a fit job); `callback_url`
-    gets a signed webhook when the fit ends."""
+    """Upload photos and start teaching the model the subject (a fit job).
+
+    Optional `masks` weight the fit's loss towards the subject: one per photo, each named
+    like its photo, white where the subject is (see the field). `callback_url` gets a signed
+    webhook when the fit ends."""
     check_job_quota(session, user, JobKind.fit, settings)  # counted once the upload is accepted
-    if len(images) > rules.MAX_PHOTOS:
-        raise HTTPException(422, f"Upload at most {rules.MAX_PHOTOS} photos.")
-    uploads = [Upload(name, data) for name, data in read_upload_files(images, settings)]
+    masks = masks or []
+    if max(len(images), len(masks)) > rules.MAX_PHOTOS:
+        raise HTTPException(422, f"Upload at most {rules.MAX_PHOTOS} photos (and masks).")
+    files = [Upload(name, data) for name, data in read_upload_files([*images, *masks], settings)]
+    uploads, mask_uploads = files[: len(images)], files[len(images) :]
     try:
         concept, job = service.create_concept(
             session, settings, user, name=name, token=token, superclass=superclass,
-            uploads=uploads, steps=steps, seed=seed, callback_url=callback_url,
+            uploads=uploads, masks=mask_uploads, steps=steps, seed=seed,
+            callback_url=callback_url,
         )  # fmt: skip
     except ConceptError as exc:
         raise _refuse(exc) from None

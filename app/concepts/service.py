@@ -26,6 +26,7 @@ from app.concepts.rules import (
     SUPERCLASS_RE,
     TOKEN_RE,
     check_token,
+    pair_masks,
 )
 from app.config import Settings
 from app.generations.models import GeneratedImage, Generation
@@ -43,6 +44,7 @@ from app.jobs.queue import create_job
 from app.storage import DatabaseBlobStore
 from app.storage.models import Blob
 from app.uploads.images import UploadRejected, sanitize_image
+from app.uploads.masks import sanitize_mask
 from app.users.models import User
 from app.webhooks.service import callback_for
 
@@ -72,10 +74,12 @@ def create_concept(
     uploads: list[Upload],
     steps: int | None,
     seed: int | None,
+    masks: list[Upload] | None = None,
     callback_url: str | None = None,
 ) -> tuple[Concept, Job]:
-    """Store the concept (fitting), its sanitized photos, and queue its fit job (whose
-    `callback_url`, already checked, is told when it ends)."""
+    """Store the concept (fitting), its sanitized photos (each with its mask, when masks were
+    given: one per photo, named like it), and queue its fit job (whose `callback_url`,
+    already checked, is told when it ends)."""
     name = name.strip()
     superclass = superclass.strip().lower()
     if not 1 <= len(name) <= NAME_MAX_CHARS:
@@ -91,6 +95,13 @@ def create_concept(
         raise ConceptError(
             422, f"Upload {MIN_PHOTOS} to {MAX_PHOTOS} photos (4 work well); got {len(uploads)}."
         )
+    mask_of: list[Upload | None] = [None] * len(uploads)
+    if masks:
+        try:
+            pairs = pair_masks([u.filename for u in uploads], [m.filename for m in masks])
+        except ValueError as exc:
+            raise ConceptError(422, str(exc)) from None
+        mask_of = [masks[m] for m in pairs]
     steps = settings.default_fit_steps if steps is None else steps
     if not FIT_STEPS_MIN <= steps <= FIT_STEPS_MAX:
         raise ConceptError(422, f"Steps must be between {FIT_STEPS_MIN} and {FIT_STEPS_MAX}.")
@@ -107,27 +118,12 @@ def create_concept(
         visibility=Visibility.private,
         base_model=settings.base_model,
         status=ConceptStatus.fitting,
-        settings={"steps": steps, "seed": seed, "photos": len(uploads)},
+        settings={"steps": steps, "seed": seed, "photos": len(uploads), "masked": bool(masks)},
     )
     session.add(concept)
     session.flush()
-    for position, upload in enumerate(uploads):
-        if len(upload.data) > MAX_PHOTO_BYTES:
-            raise ConceptError(413, f"{upload.filename}: larger than 10 MB.")
-        try:
-            image = sanitize_image(upload.data, upload.filename)
-        except UploadRejected as exc:
-            raise ConceptError(exc.status_code, str(exc)) from None
-        blob_id = store.put(image.data, image.content_type)
-        session.add(
-            ConceptPhoto(
-                concept_id=concept.id,
-                blob_id=blob_id,
-                position=position,
-                width=image.width,
-                height=image.height,
-            )
-        )
+    for position, (upload, mask) in enumerate(zip(uploads, mask_of, strict=True)):
+        session.add(_photo(store, concept, position, upload, mask))
     params = FitParams(
         token=token,
         superclass=superclass,
@@ -145,6 +141,33 @@ def create_concept(
     return concept, job
 
 
+def _photo(
+    store: DatabaseBlobStore, concept: Concept, position: int, upload: Upload, mask: Upload | None
+) -> ConceptPhoto:
+    """A training photo row: the sanitized photo and, when given, its mask at the same size."""
+    for file in (upload, mask):
+        if file is not None and len(file.data) > MAX_PHOTO_BYTES:
+            raise ConceptError(413, f"{file.filename}: larger than 10 MB.")
+    try:
+        image = sanitize_image(upload.data, upload.filename)
+        mask_png = None
+        if mask is not None:
+            size = (image.width, image.height)
+            mask_png = sanitize_mask(
+                mask.data, mask.filename, upload.filename, image.source_size, size
+            )
+    except UploadRejected as exc:
+        raise ConceptError(exc.status_code, str(exc)) from None
+    return ConceptPhoto(
+        concept_id=concept.id,
+        blob_id=store.put(image.data, image.content_type),
+        mask_blob_id=None if mask_png is None else store.put(mask_png, "image/png"),
+        position=position,
+        width=image.width,
+        height=image.height,
+    )
+
+
 def update_concept(concept: Concept, name: str | None, visibility: Visibility | None) -> Concept:
     if name is not None:
         concept.name = name.strip() or concept.name
@@ -154,9 +177,12 @@ def update_concept(concept: Concept, name: str | None, visibility: Visibility | 
 
 
 def delete_concept(session: Session, concept: Concept) -> None:
-    """Delete the concept with its photos, every generation and image made on its page,
+    """Delete the concept with its photos and masks, every generation and image made on its page,
     its fit jobs and checkpoints, and its file."""
     photo_blobs = select(ConceptPhoto.blob_id).where(ConceptPhoto.concept_id == concept.id)
+    mask_blobs = select(ConceptPhoto.mask_blob_id).where(
+        ConceptPhoto.concept_id == concept.id, ConceptPhoto.mask_blob_id.is_not(None)
+    )
     image_blobs = (
         select(GeneratedImage.blob_id)
         .join(Generation, GeneratedImage.generation_id == Generation.id)
@@ -167,6 +193,7 @@ def delete_concept(session: Session, concept: Concept) -> None:
     )
     blob_ids = {
         *session.scalars(photo_blobs),
+        *session.scalars(mask_blobs),
         *session.scalars(image_blobs),
         *session.scalars(checkpoint_blobs),
     }

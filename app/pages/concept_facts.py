@@ -16,15 +16,20 @@ from app.jobs.schemas import JobRef
 
 
 def training_facts(concept_settings: dict[str, Any]) -> dict[str, Any]:
-    """Steps, photos, final loss, resolution: from the file's `training` record when imported,
-    else from the settings the fit was started with."""
+    """Steps, photos, final loss, resolution, masked loss: from the file's `training` record
+    when imported, else from the settings the fit was started with (a fit from before masks
+    existed was unmasked; an imported file that does not say is left unsaid)."""
     raw = concept_settings.get("training")
     training: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    masked = training.get("masked", concept_settings.get("masked"))
+    if masked is None and not concept_settings.get("imported"):
+        masked = False
     facts = {
         "steps": training.get("steps", concept_settings.get("steps")),
         "photos": training.get("n_images", concept_settings.get("photos")),
         "final_loss": training.get("final_loss"),
         "resolution": training.get("resolution"),
+        "masked": None if masked is None else bool(masked),
     }
     return {k: v for k, v in facts.items() if v is not None}
 

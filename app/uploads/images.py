@@ -39,9 +39,11 @@ class SanitizedImage:
     content_type: str
     width: int
     height: int
+    source_size: tuple[int, int]
+    """(width, height) as uploaded, oriented, before any downscaling to the stored size."""
 
 
-def _display_name(filename: str) -> str:
+def display_name(filename: str) -> str:
     """The client's file name, made safe to echo back (no control characters, bounded)."""
     return re.sub(r"[\x00-\x1f\x7f]", "", filename)[:100] or "upload"
 
@@ -60,12 +62,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def sanitize_image(
-    data: bytes, filename: str = "upload", settings: Settings | None = None
-) -> SanitizedImage:
-    """Decode (first frame), orient, normalise to RGB and re-encode as metadata-free PNG."""
-    settings = settings or get_settings()
-    name = _display_name(filename)
+def decode_upload(data: bytes, name: str, settings: Settings) -> Image.Image:
+    """The first frame of an allow-listed image, loaded and oriented (EXIF), in its own mode;
+    UploadRejected with a message naming `name` when it is empty, too big or not an image."""
     if not data:
         raise UploadRejected(f"{name}: the file is empty")
     # Pillow's own bomb guard (process-wide): it warns above this, which we make an error,
@@ -79,9 +78,8 @@ def sanitize_image(
                     raise Image.DecompressionBombError("over the pixel limit")
                 img.load()  # first frame only; a truncated or corrupt file fails here
                 oriented = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(oriented)
-    except UploadRejected:
-        raise
+                oriented.load()
+                return oriented
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UploadRejected(
             f"{name}: the image has too many pixels (at most {settings.image_max_pixels:,})"
@@ -92,16 +90,35 @@ def sanitize_image(
         ) from exc
     except Exception as exc:  # truncated, corrupt, or a decoder error of any kind
         raise UploadRejected(f"{name}: the image is damaged or incomplete") from exc
+
+
+def clean_png(image: Image.Image) -> bytes:
+    """A PNG of the pixels alone: a new image from raw bytes carries no info dict, so nothing
+    of the original (metadata, appended payloads) survives."""
+    clean = Image.frombytes(image.mode, image.size, image.tobytes())
+    out = io.BytesIO()
+    clean.save(out, format="PNG")
+    return out.getvalue()
+
+
+def sanitize_image(
+    data: bytes, filename: str = "upload", settings: Settings | None = None
+) -> SanitizedImage:
+    """Decode (first frame), orient, normalise to RGB and re-encode as metadata-free PNG."""
+    settings = settings or get_settings()
+    name = display_name(filename)
+    oriented = decode_upload(data, name, settings)
+    try:
+        rgb = _to_rgb(oriented)
+    except Exception as exc:  # a decoder error surfacing at conversion
+        raise UploadRejected(f"{name}: the image is damaged or incomplete") from exc
     if min(rgb.size) < settings.image_min_side:
         raise UploadRejected(
             f"{name}: the image is too small "
             f"({rgb.width}×{rgb.height}; at least {settings.image_min_side} px a side)"
         )
+    source_size = rgb.size
     bound = settings.image_store_max_side
     if max(rgb.size) > bound:
         rgb.thumbnail((bound, bound), Image.Resampling.LANCZOS)
-    # A new image from raw pixels carries no info dict: nothing of the original survives.
-    clean = Image.frombytes("RGB", rgb.size, rgb.tobytes())
-    out = io.BytesIO()
-    clean.save(out, format="PNG")
-    return SanitizedImage(out.getvalue(), "image/png", clean.width, clean.height)
+    return SanitizedImage(clean_png(rgb), "image/png", rgb.width, rgb.height, source_size)

@@ -1,5 +1,6 @@
 // New concept: photos (drop or pick, thumbnails, remove), name → token suggestion with a
-// uniqueness check, superclass suggestions, advanced settings; submit → the concept page.
+// uniqueness check, superclass suggestions, advanced settings (steps, seed, optional masks);
+// submit → the concept page.
 import { api, show, el, $ } from "./api.js";
 import { toyWorldLook } from "./toyworld-check.js";
 import { askToNotify } from "./waiting.js";
@@ -152,6 +153,8 @@ form.addEventListener("submit", async (event) => {
   if (!nameInput.value.trim()) problems.push("Give the concept a name.");
   if (!/^<[a-z0-9][a-z0-9_-]{0,36}>$/.test(tokenInput.value.trim())) problems.push("The token looks like <name>: lowercase letters, digits, - or _.");
   if (!$("#superclass").value.trim()) problems.push("Say what it is (superclass), e.g. dog.");
+  const masks = [...$("#masks").files];
+  if (masks.length && masks.length !== photos.length) problems.push(`Give one mask per photo, or none: ${photos.length} photos, ${masks.length} masks.`);
   if (problems.length) { show(formError, problems.join(" ")); return; }
   const form = new FormData();
   form.append("name", nameInput.value.trim());
@@ -160,6 +163,7 @@ form.addEventListener("submit", async (event) => {
   if ($("#steps").value) form.append("steps", $("#steps").value);
   if ($("#seed").value) form.append("seed", $("#seed").value);
   for (const photo of photos) form.append("images", photo.file, photo.file.name);
+  for (const mask of masks) form.append("masks", mask, mask.name); // matched to photos by name
   askToNotify(); // from this click: a notification can say when the fit is done
   const button = $("#submit");
   button.disabled = true;

@@ -22,6 +22,21 @@ def photo_png(index: int, size: int = 64) -> bytes:
     return out.getvalue()
 
 
+def mask_png(white_columns: int, size: tuple[int, int] = (64, 64), mode: str = "L") -> bytes:
+    """A subject mask: the first `white_columns` columns white, the rest black (mode "1", "L",
+    or "RGBA": a cut-out, opaque where white, transparent elsewhere)."""
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (0, 0, white_columns, size[1]))
+    if mode == "RGBA":
+        image = Image.new("RGBA", size, (90, 140, 30, 0))
+        image.putalpha(mask)
+    else:
+        image = mask.convert(mode)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def concept_file(
     token: str = "<imported>",
     fingerprint: str = "f" * 64,

@@ -17,10 +17,12 @@ from app.jobs.models import Job, JobKind, JobState
 from app.jobs.params import FitParams, SamplePolicy
 from app.jobs.progress import get_progress_bus
 from app.jobs.runner import JobFailed, run_job
+from app.storage import DatabaseBlobStore
 from app.storage.models import Blob
 from tests.conftest import reset_caches
 from tests.support.factories import make_concept, make_generation, make_job_row, make_user
 from tests.support.tiny_model import save_tiny_model
+from tests.support.webdata import mask_png
 from workers import handlers
 from workers.images import png_parameters
 from workers.model_cache import get_model_cache
@@ -40,12 +42,17 @@ def _events(job_id: uuid.UUID) -> list[dict]:  # type: ignore[type-arg]
     return [event for _, event in get_progress_bus().read(str(job_id), None, 0)]
 
 
-def _fit_job(steps: int = 4) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+def _fit_job(
+    steps: int = 4, token: str = "<rex>", masks: list[bytes] | None = None
+) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """A fit job of a two-photo concept; `masks`: a mask PNG stored beside each photo."""
     with session_scope() as session:
         user = make_user(session)
-        concept = make_concept(session, user, token="<rex>")
+        concept = make_concept(session, user, token=token)
+        for photo, mask in zip(concept.photos, masks or [], strict=False):
+            photo.mask_blob_id = DatabaseBlobStore(session).put(mask, "image/png")
         policy = SamplePolicy(count=2, steps=get_settings().sample_steps)
-        params = FitParams(token="<rex>", superclass="dog", steps=steps, seed=0, samples=policy)
+        params = FitParams(token=token, superclass="dog", steps=steps, seed=0, samples=policy)
         job = make_job_row(
             session,
             JobKind.fit,
@@ -160,3 +167,61 @@ def test_cuda_out_of_memory_becomes_a_readable_failure_and_frees_the_cache(
     with pytest.raises(JobFailed, match="ran out of memory.*fewer images"), handlers.gpu_errors():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert emptied == [True]
+
+
+def test_a_fit_with_masks_weights_its_loss_by_them_and_one_without_is_unchanged(
+    tiny_env, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Each photo's stored mask reaches `fit_concept` beside its photo and becomes its loss
+    weights (N, 2 flips, 1, h, w); a half-black mask changes the loss; no masks: masks=None."""
+    import workers.perfusion as perfusion
+    import workers.perfusion.fit as fit_module
+
+    calls: list[dict] = []  # type: ignore[type-arg]
+    real_fit, real_encode = perfusion.fit_concept, fit_module.encode_training_images
+
+    def spy_fit(pipe, images, *args, masks=None, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append({"images": images, "masks": masks})
+        return real_fit(pipe, images, *args, masks=masks, **kwargs)
+
+    def spy_encode(pipe, images, masks, resolution):  # type: ignore[no-untyped-def]
+        latents, weights = real_encode(pipe, images, masks, resolution)
+        calls[-1]["weights"] = weights
+        return latents, weights
+
+    monkeypatch.setattr(perfusion, "fit_concept", spy_fit)
+    monkeypatch.setattr(fit_module, "encode_training_images", spy_encode)
+    white = (16, 8)  # photo 0: all white (uniform); photo 1: its left half white
+    masks = [mask_png(columns, size=(16, 16)) for columns in white]
+    runs = {}
+    for name, stored in (("plain", None), ("masked", masks)):
+        _, concept_id, job_id = _fit_job(steps=4, masks=stored)  # the same token and seed
+        run_job(job_id, handlers.fit)
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            concept = session.get(Concept, concept_id)
+            assert job is not None and job.state == JobState.succeeded, job and job.error
+            assert concept is not None and concept.file_blob_id is not None
+            blob = session.get(Blob, concept.file_blob_id)
+            assert blob is not None
+            runs[name] = perfusion.concept_from_bytes(blob.data)
+            concept.token = f"<{name}>"  # frees <rex> for the next fit
+        runs[name].training["losses"] = [e["loss"] for e in _events(job_id) if e["type"] == "step"]
+
+    plain, masked = calls
+    assert plain["masks"] is None and bool((plain["weights"] == 1).all())
+    assert [m.mode for m in masked["masks"]] == ["L", "L"]
+    assert [m.size for m in masked["masks"]] == [p.size for p in masked["images"]]
+    weights = masked["weights"]
+    latents = weights.shape[-2:]
+    assert tuple(weights.shape) == (2, 2, 1, *latents)  # photos, flips, one channel
+    assert bool((weights[0] == 1).all())  # photo 0's mask is white: uniform weight
+    half = latents[1] // 2
+    assert bool((weights[1, 0, :, :, :half] == 1).all())  # photo 1: left half subject
+    assert bool((weights[1, 0, :, :, half:] == 0).all())  # right half background
+    assert torch.equal(weights[1, 1], weights[1, 0].flip(-1))  # the flipped copy, flipped
+    assert runs["plain"].training["masked"] is False and runs["masked"].training["masked"] is True
+    losses = {name: concept.training["losses"] for name, concept in runs.items()}
+    assert losses["masked"] != pytest.approx(losses["plain"], rel=1e-6, abs=0)
+    for layer, o_v in runs["plain"].o_v.items():  # the masked loss trained something else
+        assert not torch.allclose(o_v, runs["masked"].o_v[layer], rtol=1e-3, atol=1e-5), layer
