@@ -357,6 +357,21 @@ def store_half(folder: Path) -> None:
         save_file({k: v.half() for k, v in state.items()}, path, metadata={"format": "pt"})
 
 
+def write_world_files(folder: Path, seed: int) -> None:
+    """What besides weights makes a folder a toy-world model: the captions Perfusion measures
+    its text covariance on, the nouns the studio suggests, and what the world draws. A
+    checkpoint gets them too; without captions.txt a fit falls back to generic captions and
+    learns nothing."""
+    captions = world.captions(COVARIANCE_CAPTIONS, seed)
+    (folder / "captions.txt").write_text("\n".join(captions) + "\n")
+    # The nouns the web app suggests first as a concept's superclass (it imports no workers/).
+    nouns = [*world.SUPERCLASS_NOUNS, *world.SHAPES]
+    (folder / "superclasses.txt").write_text("\n".join(nouns) + "\n")
+    # What the new-concept page says the world draws (app/concepts/basemodel.py reads it).
+    described = {"size_px": world.SIZE, "backgrounds": list(world.BACKGROUNDS)}
+    (folder / "world.json").write_text(json.dumps(described, indent=2) + "\n")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[Path, TrainConfig]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -398,24 +413,14 @@ def main(argv: list[str] | None = None) -> None:
     def checkpoint(encoder: CLIPTextModel, unet: UNet2DConditionModel) -> None:
         folder = out.with_name(out.name + ".checkpoint")
         build_pipeline(tokenizer, encoder, vae, unet, scaling).save_pretrained(folder)
+        write_world_files(folder, cfg.seed)
         log.info("checkpoint written to %s", folder)
 
     encoder, unet, steps, seconds = train_diffusion(cfg, rng, tokenizer, vae, scaling, checkpoint)
     pipe = build_pipeline(tokenizer, encoder, vae, unet, scaling).to("cpu")
     pipe.save_pretrained(staging)
     store_half(staging)
-    # The caption distribution the text covariance of Perfusion should be measured on.
-    captions = world.captions(COVARIANCE_CAPTIONS, cfg.seed)
-    (staging / "captions.txt").write_text("\n".join(captions) + "\n")
-    # The nouns the web app suggests first as a concept's superclass (it imports no workers/).
-    nouns = [*world.SUPERCLASS_NOUNS, *world.SHAPES]
-    (staging / "superclasses.txt").write_text("\n".join(nouns) + "\n")
-    # What the new-concept page says the world draws (app/concepts/basemodel.py reads it).
-    described = {
-        "size_px": world.SIZE,
-        "backgrounds": list(world.BACKGROUNDS),
-    }
-    (staging / "world.json").write_text(json.dumps(described, indent=2) + "\n")
+    write_world_files(staging, cfg.seed)
     facts = {
         "config": asdict(cfg),
         "diffusion_steps_done": steps,

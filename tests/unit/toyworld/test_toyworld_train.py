@@ -86,3 +86,14 @@ def test_cosine_schedule_warms_up_then_decays_to_its_floor_by_steps_or_minutes()
     assert abs(train.learning_rate(timed, 200, 600.0) - 1e-4) < 1e-12
     constant = train.TrainConfig(lr=1e-3, warmup=10)
     assert train.learning_rate(constant, 900, 1e6) == 1e-3
+
+
+def test_a_checkpoint_is_a_complete_model_folder(tmp_path: Path) -> None:
+    # A checkpoint without captions.txt made Perfusion measure its covariance on generic
+    # captions, and fits on it learned nothing.
+    out = tmp_path / "model"
+    train.main(["--out", str(out), *TINY, "--checkpoint-every", "1"])
+    checkpoint = tmp_path / "model.checkpoint"
+    for name in ("captions.txt", "superclasses.txt", "world.json", "model_index.json"):
+        assert (checkpoint / name).is_file(), name
+    assert (checkpoint / "captions.txt").read_text() == (out / "captions.txt").read_text()
