@@ -29,6 +29,7 @@ class Probe:
     base_hits: float  # the same for the base model's superclass prompt, same seeds
     prompt_hits: float  # fraction of concept images on the asked-for (unseen) background
     fit_s: float
+    attributes: dict[str, float]  # per attribute, the fraction of concept images that have it
 
 
 def probe(
@@ -66,6 +67,7 @@ def probe(
     control = strength_to_control(DEFAULT_STRENGTH)
     concept_reads, base_reads, on_bg = [], [], []
     strip = list(images)
+    reads = []
     with torch.no_grad():
         for k, bg in enumerate(test_bgs):
             common = dict(seed=1000 + seed * 10 + k, steps=gen_steps, guidance=guidance, n=n)
@@ -77,6 +79,7 @@ def probe(
                 read = read_attributes(image)
                 concept_reads.append(read.matches(look))
                 on_bg.append(read.background == bg)
+                reads.append(read)
             for image in base:
                 base_reads.append(read_attributes(image).matches(look))
     if keep is not None:
@@ -93,6 +96,10 @@ def probe(
         base_hits=sum(base_reads) / len(base_reads),
         prompt_hits=sum(on_bg) / len(on_bg),
         fit_s=round(fit_s, 1),
+        attributes={
+            key: sum(getattr(r, key) == getattr(look, key) for r in reads) / len(reads)
+            for key in ("shape", "color", "pattern", "second")
+        },
     )
 
 
