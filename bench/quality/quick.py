@@ -30,6 +30,7 @@ class Probe:
     prompt_hits: float  # fraction of concept images on the asked-for (unseen) background
     fit_s: float
     attributes: dict[str, float]  # per attribute, the fraction of concept images that have it
+    base_attributes: dict[str, float]  # the same for the base model's superclass prompt
 
 
 def probe(
@@ -67,7 +68,7 @@ def probe(
     control = strength_to_control(DEFAULT_STRENGTH)
     concept_reads, base_reads, on_bg = [], [], []
     strip = list(images)
-    reads = []
+    reads, base_attrs = [], []
     with torch.no_grad():
         for k, bg in enumerate(test_bgs):
             common = dict(seed=1000 + seed * 10 + k, steps=gen_steps, guidance=guidance, n=n)
@@ -81,7 +82,9 @@ def probe(
                 on_bg.append(read.background == bg)
                 reads.append(read)
             for image in base:
-                base_reads.append(read_attributes(image).matches(look))
+                read = read_attributes(image)
+                base_reads.append(read.matches(look))
+                base_attrs.append(read)
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         sheet = Image.new("RGB", (64 * len(strip), 64))
@@ -96,11 +99,17 @@ def probe(
         base_hits=sum(base_reads) / len(base_reads),
         prompt_hits=sum(on_bg) / len(on_bg),
         fit_s=round(fit_s, 1),
-        attributes={
-            key: sum(getattr(r, key) == getattr(look, key) for r in reads) / len(reads)
-            for key in ("shape", "color", "pattern", "second")
-        },
+        attributes=_fractions(reads, look),
+        base_attributes=_fractions(base_attrs, look),
     )
+
+
+def _fractions(reads: list, look) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Per attribute, and for shape with main colour together, the fraction that has it."""
+    keys = ("shape", "color", "pattern", "second")
+    out = {k: sum(getattr(r, k) == getattr(look, k) for r in reads) / len(reads) for k in keys}
+    both = sum(r.shape == look.shape and r.color == look.color for r in reads) / len(reads)
+    return {**out, "shape_and_color": both}
 
 
 def main(argv: list[str] | None = None) -> None:

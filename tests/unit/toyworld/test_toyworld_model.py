@@ -34,12 +34,12 @@ def test_model_has_the_stable_diffusion_layout(pipe: StableDiffusionPipeline) ->
     ]
 
 
-# A known, reported gap (workers/toyworld/model/README.md): toy world 2's model, 3,040 steps
-# into its training, scores shape 0.875, colour 0.975, background 1.0 but pattern 0.30 (chance)
-# at n=40, seed 1: it does not draw patterns yet. The bar stays; strict=True turns this into a
-# failure the day a longer-trained model passes, so the mark must go then.
+# A known, reported gap (workers/toyworld/model/README.md): toy world 2's model, 11,777 steps
+# into its training, scores shape 0.975, colour 1.0, background 1.0 but pattern 0.825 (all four
+# 0.80) at n=40, seed 1: it draws patterns, not yet reliably. The bar stays; strict=True turns
+# this into a failure the day a longer-trained model passes, so the mark must go then.
 @pytest.mark.xfail(
-    strict=True, reason="the toy-world model does not draw patterns yet (pattern 0.30 < 0.90)"
+    strict=True, reason="the toy-world model draws patterns in 0.825 of images, not 0.90 yet"
 )
 def test_model_knows_its_world(pipe: StableDiffusionPipeline) -> None:
     start = time.monotonic()
