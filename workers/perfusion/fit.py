@@ -70,11 +70,22 @@ class FitConfig:
     """Seconds between progress events and cancel checks. Each reads the loss back from the
     device, so they are throttled, and the loss they report is one step old (the step just
     queued is not waited for). 0 = after every step, with that step's own loss."""
+    # Speed options: how a step runs, not what it computes (results agree to floating-point
+    # tolerance). Off by default until a GPU measurement keeps them (bench.gpu).
+    channels_last: bool = False
+    """UNet weights and the noisy latents in channels-last layout (NHWC convolutions)."""
+    frozen_dtype: str = "fp32"
+    """Dtype of the frozen UNet and text encoders during the fit: "fp32" (fp16 weights upcast,
+    as without it) or "bf16" (their weights held in bf16, put back bit-exactly afterwards).
+    The edit's maths, the token row, o*_V and the optimiser stay fp32 either way."""
+    fused_adamw: bool = False
+    """torch's fused AdamW (one kernel for all trainables) instead of its per-tensor loop."""
 
 
 # FitConfig fields that change how fast a fit runs, not what it learns: not recorded in the
 # concept's training facts.
-_NOT_RECORDED = ("preview", "checkpoint", "progress")
+_NOT_RECORDED = ("preview", "checkpoint", "progress", "channels_last", "fused_adamw")
+FROZEN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def default_batch(arch: str, on_cuda: bool) -> tuple[int, int]:
@@ -480,6 +491,44 @@ def _fp32_weights(modules: list[nn.Module]):
             tensor.data = tensor.data.half()
 
 
+@contextlib.contextmanager
+def _swapped_data(tensors: list[torch.Tensor], convert: Callable[[torch.Tensor], torch.Tensor]):
+    """Each tensor's data replaced by `convert(data)` inside; the original data put back.
+
+    The originals are kept, not re-derived, so restoring is exact whatever `convert` does.
+    """
+    originals = [t.data for t in tensors]
+    try:
+        for tensor in tensors:
+            tensor.data = convert(tensor.data)
+        yield
+    finally:
+        for tensor, data in zip(tensors, originals, strict=True):
+            tensor.data = data
+
+
+def _floating_tensors(modules: list[nn.Module]) -> list[torch.Tensor]:
+    return [t for m in modules for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
+
+
+def _fit_layout(pipe: StableDiffusionPipeline, text: TextSide, config: FitConfig):
+    """The frozen weights' dtype and layout the config asks for, for the fit's duration."""
+    if config.frozen_dtype not in FROZEN_DTYPES:
+        raise ValueError(f"frozen_dtype must be one of {sorted(FROZEN_DTYPES)}")
+    stack = contextlib.ExitStack()
+    if config.frozen_dtype == "bf16":
+        tensors = [
+            t for t in _floating_tensors([pipe.unet, *text.encoders]) if t.dtype != torch.bfloat16
+        ]
+        stack.enter_context(_swapped_data(tensors, lambda t: t.to(torch.bfloat16)))
+    if config.channels_last:
+        four_d = [t for t in _floating_tensors([pipe.unet]) if t.dim() == 4]
+        stack.enter_context(
+            _swapped_data(four_d, lambda t: t.contiguous(memory_format=torch.channels_last))
+        )
+    return stack
+
+
 def fit_concept(
     pipe: StableDiffusionPipeline,
     images: list[Image.Image],
@@ -528,7 +577,7 @@ def fit_concept(
     layers = cross_attention_layers(pipe.unet)
     modules = [pipe.unet, pipe.vae, *text.encoders]
 
-    with _frozen(modules), _fp32_weights(modules):
+    with _frozen(modules), _fit_layout(pipe, text, config), _fp32_weights(modules):
         latents, weights = encode_training_images(pipe, images, masks, resolution)
         embed_init, e_super = superclass_vectors(pipe, superclass)
         o_k = {n: key_target(a, e_super)[None] for n, a in layers.items()}
@@ -549,6 +598,7 @@ def fit_concept(
                 {"params": list(o_v.values()), "lr": config.lr_value},
             ],
             weight_decay=0.0,
+            fused=config.fused_adamw or None,
         )
         # On the fit's device: draws need no copy to it, and its state resumes exactly.
         generator = torch.Generator(device).manual_seed(config.seed)
@@ -760,7 +810,9 @@ def _micro_step(
         assert patch.real_tokens is not None
         patch.real_tokens.record(tokens.ids[0], encodings, tokens.mask)
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        pred = pipe.unet(noisy.to(pipe.unet.dtype), timesteps, encodings, **extra).sample
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        noisy = noisy.to(pipe.unet.dtype, memory_format=layout)
+        pred = pipe.unet(noisy, timesteps, encodings, **extra).sample
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(clean, noise, timesteps)
     else:
