@@ -639,10 +639,11 @@ def fit_concept(
             if should_cancel is not None and should_cancel():
                 raise FitCanceled(f"canceled at step {first_step}/{config.steps}")
             for step in range(first_step, config.steps):
-                optimizer.zero_grad(set_to_none=True)
+                with _phase("perfusion.optimizer"):
+                    optimizer.zero_grad(set_to_none=True)
                 step_loss: torch.Tensor | None = None
                 token_encodings = []
-                with patch.pooled_locks_paused():
+                with patch.pooled_locks_paused(), _phase("perfusion.step"):
                     for _ in range(config.grad_accum):
                         loss, enc = _micro_step(
                             pipe,
@@ -656,13 +657,15 @@ def fit_concept(
                             generator,
                             use_amp,
                         )
-                        (loss / config.grad_accum).backward()
+                        with _phase("perfusion.backward"):
+                            (loss / config.grad_accum).backward()
                         # float64, in the order a Python float sum of .item()s would add them
                         part = loss.detach().double() / config.grad_accum
                         step_loss = part if step_loss is None else step_loss + part
                         token_encodings.append(enc)
-                    optimizer.step()
-                    with torch.no_grad():
+                    with _phase("perfusion.optimizer"):
+                        optimizer.step()
+                    with torch.no_grad(), _phase("perfusion.i_star"):
                         if config.i_star_tracking == "exact":
                             i_star.copy_(prompts.i_star(cinv))
                         else:
@@ -753,6 +756,11 @@ def fit_concept(
     )
 
 
+# Named ranges for torch.profiler (bench.gpu splits a step's time by them); nearly free
+# when no profiler runs.
+_phase = torch.profiler.record_function
+
+
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     if not enabled:
         return contextlib.nullcontext()
@@ -794,31 +802,35 @@ def _micro_step(
     """
     device = latents.device
     n = config.batch_size
-    index = torch.randint(0, latents.shape[0], (n,), generator=generator, device=device)
-    flip = (torch.rand(n, generator=generator, device=device) < config.flip_p).long()
-    steps = scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (n,), generator=generator, device=device)
-    noise = torch.randn((n, *latents.shape[2:]), generator=generator, device=device)
-    templates = torch.randint(0, prompts.count, (n,), generator=generator, device=device)
-    clean = latents[index, flip]
-    weight = weights[index, flip]
-    tokens, positions, extra = prompts.take(templates)
+    with _phase("perfusion.sample"):
+        index = torch.randint(0, latents.shape[0], (n,), generator=generator, device=device)
+        flip = (torch.rand(n, generator=generator, device=device) < config.flip_p).long()
+        steps = scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (n,), generator=generator, device=device)
+        noise = torch.randn((n, *latents.shape[2:]), generator=generator, device=device)
+        templates = torch.randint(0, prompts.count, (n,), generator=generator, device=device)
+        clean = latents[index, flip]
+        weight = weights[index, flip]
+        tokens, positions, extra = prompts.take(templates)
     with _autocast(device, use_amp):
-        encodings = text.encode(tokens)
-        # by identity, so the processors find these encodings' real tokens without a lookup
-        # by content (SDXL's are concatenated after its encoders' hooks ran)
-        assert patch.real_tokens is not None
-        patch.real_tokens.record(tokens.ids[0], encodings, tokens.mask)
-        noisy = scheduler.add_noise(clean, noise, timesteps)
-        layout = torch.channels_last if config.channels_last else torch.contiguous_format
-        noisy = noisy.to(pipe.unet.dtype, memory_format=layout)
-        pred = pipe.unet(noisy, timesteps, encodings, **extra).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(clean, noise, timesteps)
-    else:
-        target = noise
-    err = (pred.float() - target).pow(2).mean(1, keepdim=True)
-    loss = (err * weight).sum() / weight.sum().clamp(min=1e-6)
+        with _phase("perfusion.text_encoder"):
+            encodings = text.encode(tokens)
+            # by identity, so the processors find these encodings' real tokens without a
+            # lookup by content (SDXL's are concatenated after its encoders' hooks ran)
+            assert patch.real_tokens is not None
+            patch.real_tokens.record(tokens.ids[0], encodings, tokens.mask)
+        with _phase("perfusion.unet"):
+            noisy = scheduler.add_noise(clean, noise, timesteps)
+            layout = torch.channels_last if config.channels_last else torch.contiguous_format
+            noisy = noisy.to(pipe.unet.dtype, memory_format=layout)
+            pred = pipe.unet(noisy, timesteps, encodings, **extra).sample
+    with _phase("perfusion.loss"):
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(clean, noise, timesteps)
+        else:
+            target = noise
+        err = (pred.float() - target).pow(2).mean(1, keepdim=True)
+        loss = (err * weight).sum() / weight.sum().clamp(min=1e-6)
     rows = torch.arange(n, device=encodings.device)
     token_encodings = encodings[rows, positions].detach().float()
     return loss, token_encodings

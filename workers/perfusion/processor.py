@@ -163,6 +163,17 @@ class PerfusionAttnProcessor:
             and cached[1] == encoder_hidden_states._version
         ):
             return cached[2], cached[3]
+        with torch.profiler.record_function("perfusion.edit"):
+            key, value = self._edited_key_value(attn, encoder_hidden_states)
+        if torch.is_grad_enabled():
+            self._cached = None
+        else:
+            self._cached = (encoder_hidden_states, encoder_hidden_states._version, key, value)
+        return key, value
+
+    def _edited_key_value(
+        self, attn: Attention, encoder_hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         edit = self.edit
         positions = (
             None if edit.positions is None else edit.positions.mask_for(encoder_hidden_states)
@@ -174,10 +185,6 @@ class PerfusionAttnProcessor:
             key = edited_projection(attn.to_k, encoder_hidden_states, edit, self.o_k, positions)
         o_v = torch.stack(list(self.o_v))
         value = edited_projection(attn.to_v, encoder_hidden_states, edit, o_v, positions)
-        if torch.is_grad_enabled():
-            self._cached = None
-        else:
-            self._cached = (encoder_hidden_states, encoder_hidden_states._version, key, value)
         return key, value
 
     def __call__(
