@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -80,6 +81,18 @@ class FitConfig:
     The edit's maths, the token row, o*_V and the optimiser stay fp32 either way."""
     fused_adamw: bool = False
     """torch's fused AdamW (one kernel for all trainables) instead of its per-tensor loop."""
+    # Schedule options (issue #13's "fewer steps at equal quality"): off by default; the
+    # default recipe is chosen from quality measurements (bench.quality).
+    lr_warmup_steps: int = 0
+    """Both rates ramp linearly over this many steps, from 1/n of their value (0 = none)."""
+    lr_decay: str = "constant"
+    """After the warm-up: "constant", or "cosine" down to lr_min_ratio × the rate at the end."""
+    lr_min_ratio: float = 0.0
+    early_stop_tol: float = 0.0
+    """Stop once i* and every o*_V moved less than this, relative to their norm, over
+    `early_stop_window` steps (0 = never). Checked every window, read one step late (a host
+    sync per window). After a resume the first window starts at the resumed step."""
+    early_stop_window: int = 20
 
 
 # FitConfig fields that change how fast a fit runs, not what it learns: not recorded in the
@@ -529,6 +542,49 @@ def _fit_layout(pipe: StableDiffusionPipeline, text: TextSide, config: FitConfig
     return stack
 
 
+LR_DECAYS = ("constant", "cosine")
+
+
+def lr_factor(config: FitConfig, step: int) -> float:
+    """What both learning rates are multiplied by at 0-based `step`."""
+    warmup = config.lr_warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.lr_decay == "cosine":
+        done = (step - warmup) / max(config.steps - warmup - 1, 1)
+        low = config.lr_min_ratio
+        return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+    return 1.0
+
+
+class _EarlyStop:
+    """Every `window` steps, how far i* and o*_V moved since the last check, on the device;
+    read at the next step, so the device is not waited for."""
+
+    def __init__(self, tol: float, window: int) -> None:
+        self.tol = tol
+        self.window = max(1, window)
+        self.reference: list[torch.Tensor] | None = None
+        self.change: torch.Tensor | None = None
+
+    def after(self, done: int, tensors: list[torch.Tensor]) -> bool:
+        """True when the check made a step ago found both below `tol`."""
+        converged = False
+        if self.change is not None:
+            converged = bool(self.change < self.tol)
+            self.change = None
+        if done % self.window == 0:
+            now = [t.detach().clone() for t in tensors]
+            if self.reference is not None:
+                moved = [
+                    (a - b).norm() / b.norm().clamp(min=1e-12)
+                    for a, b in zip(now, self.reference, strict=True)
+                ]
+                self.change = torch.stack(moved).max()
+            self.reference = now
+        return converged
+
+
 def fit_concept(
     pipe: StableDiffusionPipeline,
     images: list[Image.Image],
@@ -553,6 +609,8 @@ def fit_concept(
         raise ValueError("need at least one training image")
     if masks is not None and len(masks) != len(images):
         raise ValueError("one mask per image")
+    if config.lr_decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {config.lr_decay!r}")
     if config.i_star_tracking not in ("exact", "ema"):
         raise ValueError(
             f"i_star_tracking must be 'exact' or 'ema', got {config.i_star_tracking!r}"
@@ -636,6 +694,10 @@ def fit_concept(
             started = clock()
             throttle = _Throttle(config.progress_interval_s, clock)
             listening = on_progress is not None or should_cancel is not None
+            base_lrs = [group["lr"] for group in optimizer.param_groups]
+            scheduled = config.lr_warmup_steps > 0 or config.lr_decay != "constant"
+            stopper = _EarlyStop(config.early_stop_tol, config.early_stop_window)
+            stopped_at = None
             if should_cancel is not None and should_cancel():
                 raise FitCanceled(f"canceled at step {first_step}/{config.steps}")
             for step in range(first_step, config.steps):
@@ -664,6 +726,10 @@ def fit_concept(
                         step_loss = part if step_loss is None else step_loss + part
                         token_encodings.append(enc)
                     with _phase("perfusion.optimizer"):
+                        if scheduled:
+                            factor = lr_factor(config, step)
+                            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                                group["lr"] = lr * factor
                         optimizer.step()
                     with torch.no_grad(), _phase("perfusion.i_star"):
                         if config.i_star_tracking == "exact":
@@ -681,6 +747,9 @@ def fit_concept(
                 every = config.checkpoint_every
                 checkpoint_due = bool(on_checkpoint and every and done % every == 0)
                 last = done == config.steps
+                tracked = [i_star, *o_v.values()]
+                if config.early_stop_tol > 0 and not last and stopper.after(done, tracked):
+                    last, stopped_at = True, done
                 if not (preview_due or checkpoint_due or last or (listening and throttle.due())):
                     continue
                 # A progress point. Previews, checkpoints and the end wait for the device
@@ -724,6 +793,8 @@ def fit_concept(
                     )
                 if not last and should_cancel is not None and should_cancel():
                     raise FitCanceled(f"canceled at step {done}/{config.steps}")
+                if stopped_at is not None:
+                    break
             losses.read()
         finally:
             if original is not None:
@@ -738,6 +809,8 @@ def fit_concept(
         n_images=len(images), masked=masks is not None, final_loss=sum(tail) / len(tail)
     )
     training["resolution"] = resolution
+    if stopped_at is not None:
+        training["stopped_at"] = stopped_at
     return Concept(
         architecture=text.arch,
         token=token,
