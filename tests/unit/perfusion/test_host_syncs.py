@@ -118,9 +118,19 @@ def _mark_steps(  # type: ignore[no-untyped-def]
     return calls
 
 
-def test_steady_state_steps_make_no_host_syncs(tiny_pipe, tiny_cov, monkeypatch):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"i_star_tracking": "ema"},
+        {"channels_last": True, "frozen_dtype": "bf16", "fused_adamw": True},
+        {"lr_warmup_steps": 2, "lr_decay": "cosine"},
+    ],
+    ids=["default", "ema", "speed-options", "schedule"],
+)
+def test_steady_state_steps_make_no_host_syncs(tiny_pipe, tiny_cov, monkeypatch, options):
     """Steps 2..4 of a 6-step fit without callbacks: nothing the CPU waits for."""
-    config = replace(TINY_FIT, steps=6)
+    config = replace(TINY_FIT, steps=6, **options)
     with counting_syncs(monkeypatch) as counter:
         calls = _mark_steps(monkeypatch, counter, 2, 4)
         fit_concept(tiny_pipe, make_images(), "<sync>", "dog", config, tiny_cov)
