@@ -18,7 +18,8 @@ packages=(
     kombu==5.7.0 mako==1.4.3 prompt-toolkit==3.0.53 psycopg==3.3.9 psycopg-binary==3.3.9
     pycparser==3.12 pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3
     python-dotenv==1.2.4 python-multipart==0.0.34 redis==8.1.0 sqlalchemy==2.1.9
-    starlette==1.10.0 typing-inspection==0.4.5 tzlocal==5.4.5 uvicorn==0.54.0 vine==5.1.0
+    standardwebhooks==1.1.0 starlette==1.10.0 typing-inspection==0.4.5 tzlocal==5.4.5
+    uvicorn==0.54.0 vine==5.1.0
     watchfiles==1.3.0 wcwidth==0.9.4 websockets==17.4
 )
 "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \

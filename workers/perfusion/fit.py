@@ -90,8 +90,9 @@ class FitConfig:
     lr_min_ratio: float = 0.0
     early_stop_tol: float = 0.0
     """Stop once i* and every o*_V moved less than this, relative to their norm, over
-    `early_stop_window` steps (0 = never). Checked every window, read one step late (a host
-    sync per window). After a resume the first window starts at the resumed step."""
+    `early_stop_window` steps (0 = never). Checked at every multiple of the window, read one
+    step late (a host sync per window). A resumed fit takes its first reference at its first
+    multiple, so it may run one window longer than an uninterrupted one."""
     early_stop_window: int = 20
 
 
