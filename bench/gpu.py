@@ -356,6 +356,19 @@ def bench_phases(  # type: ignore[no-untyped-def]
         f"over the whole step, {flops / max(measured, 1e-12) / 1e12:.4g} over its busy time."
     )
     report()
+    kernels = sorted(
+        (e for e in prof.key_averages() if e.self_device_time_total > 0),
+        key=lambda e: e.self_device_time_total,
+        reverse=True,
+    )[:10]
+    if kernels:  # which attention, convolution and GEMM kernels ran (flash SDPA or not)
+        total = sum(e.self_device_time_total for e in prof.key_averages())
+        report("Top device ops over the profiled fit (setup included):")
+        report()
+        report.table(["op or kernel", "share of device time"])
+        for event in kernels:
+            report.row([event.key[:90], f"{100 * event.self_device_time_total / total:.1f}%"])
+        report()
     report.data["phases_s_per_step"] = phases
     report.data["flops_per_step"] = flops
     report.data["overhead_s_per_step"] = overhead
