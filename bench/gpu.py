@@ -356,16 +356,17 @@ def bench_phases(  # type: ignore[no-untyped-def]
         f"over the whole step, {flops / max(measured, 1e-12) / 1e12:.4g} over its busy time."
     )
     report()
-    kernels = sorted(
-        (e for e in prof.key_averages() if e.self_device_time_total > 0),
-        key=lambda e: e.self_device_time_total,
-        reverse=True,
-    )[:10]
+    on_gpu = [
+        e
+        for e in prof.key_averages()
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0
+    ]
+    kernels = sorted(on_gpu, key=lambda e: e.self_device_time_total, reverse=True)[:10]
     if kernels:  # which attention, convolution and GEMM kernels ran (flash SDPA or not)
-        total = sum(e.self_device_time_total for e in prof.key_averages())
-        report("Top device ops over the profiled fit (setup included):")
+        total = sum(e.self_device_time_total for e in on_gpu)
+        report("Top kernels over the profiled fit (setup included):")
         report()
-        report.table(["op or kernel", "share of device time"])
+        report.table(["kernel", "share of device time"])
         for event in kernels:
             report.row([event.key[:90], f"{100 * event.self_device_time_total / total:.1f}%"])
         report()
