@@ -69,22 +69,6 @@ class Settings(BaseSettings):
     """Steps between fit checkpoints a retried attempt resumes from (0 = never)."""
     fit_preview_every: int = 50
     """Steps between preview images published while fitting (0 = never)."""
-    fit_progress_interval_s: float = 0.5
-    """Seconds between a fit's step events and cancel checks (each waits for the GPU); 0 =
-    after every step."""
-    # Fit speed options (workers/perfusion FitConfig): off until a GPU measurement keeps them
-    # (`bench/gpu_check.sh`, docs/benchmarks.md).
-    fit_channels_last: bool = False
-    """UNet weights and latents in channels-last layout while fitting."""
-    fit_frozen_dtype: Literal["fp32", "bf16"] = "fp32"
-    """The frozen UNet and text encoders' dtype while fitting (the edit stays fp32)."""
-    fit_fused_adamw: bool = False
-    """torch's fused AdamW for the fit's trainables."""
-    compile_unet: bool = False
-    """torch.compile the base model's UNet blocks once per loaded model, warmed at worker
-    start (minutes on a GPU) so that no job waits for a compile."""
-    compile_cache_dir: Path | None = None
-    """Inductor's on-disk caches (TORCHINDUCTOR_CACHE_DIR); unset = <data_dir>/cache/inductor."""
     sample_steps: int = 25
     """Denoising steps of the sample images stored after a fit (set in its job parameters)."""
     covariance_captions: Path | None = None

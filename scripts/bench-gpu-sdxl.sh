@@ -8,5 +8,5 @@ out="${OUT:-bench/results}"
 mkdir -p "$out"
 python="${PYTHON:-.venv/bin/python}"
 "$python" -c "import torch; assert torch.cuda.is_available(), 'needs a CUDA GPU'"
-timeout "${LIMIT_S:-540}" "$python" -m bench.gpu --arch sdxl --sections variants,generate --steps 4 --repeats 1 \
+timeout "${LIMIT_S:-540}" "$python" -m bench.gpu --arch sdxl --fit-steps 4 --repeats 1 \
     --json "$out/gpu-sdxl.json" | tee "$out/gpu-sdxl.md"

@@ -29,7 +29,6 @@ from app.jobs.runner import (
     with_database_retries,
 )
 from workers import results
-from workers.fit_settings import fit_config
 from workers.images import open_image, open_masks, png_bytes, preview_data_url
 from workers.model_cache import get_model_cache
 
@@ -118,14 +117,25 @@ def fit(ctx: JobContext) -> JobOutcome:
 
     cache = get_model_cache()
     with gpu_errors():
-        model = cache.ready(settings.base_model)
+        model = cache.get(settings.base_model)
         architecture = perfusion.architecture(model.pipe)
-        config = fit_config(architecture, on_cuda, params.steps, seed)
+        batch, accum = perfusion.default_batch(architecture, on_cuda)  # SDXL: 4 x 4 at 1024 px
+        if settings.fit_batch_size:
+            batch = settings.fit_batch_size
+        if settings.fit_batch_size or settings.fit_grad_accum != 1:
+            accum = settings.fit_grad_accum
+        config = perfusion.FitConfig(
+            steps=params.steps,
+            batch_size=batch,
+            grad_accum=accum,
+            seed=seed,
+            preview_every=settings.fit_preview_every,
+            checkpoint_every=settings.fit_checkpoint_every,
+        )
         if resume is not None:
             log.info("job %s resumes its fit at step %d/%d", ctx.job_id, resume.step, config.steps)
         with model.lock:
             covariance = cache.covariance(model)
-            fit_started = time.monotonic()
             try:
                 concept = perfusion.fit_concept(
                     model.pipe,
@@ -142,7 +152,6 @@ def fit(ctx: JobContext) -> JobOutcome:
                 )
             except perfusion.FitCanceled:
                 ctx.raise_stop()
-            fit_s = time.monotonic() - fit_started
             concept_file = perfusion.concept_to_bytes(concept)
             prompt = policy.prompt.replace("{token}", token)
             sample_params = {
@@ -153,17 +162,13 @@ def fit(ctx: JobContext) -> JobOutcome:
                 "concept_ids": [str(ctx.concept_id)],
                 "base_model": settings.base_model,
             }
-            samples_started = time.monotonic()
             samples = _render(ctx, model.pipe, prompt, [concept], sample_params, policy.count)
-            samples_s = time.monotonic() - samples_started
     generation_id = uuid.uuid4()
     return JobOutcome(
         result={
             "steps": config.steps,
             "resumed_from_step": resume.step if resume is not None else None,
             "final_loss": concept.training.get("final_loss"),
-            "fit_s": round(fit_s, 3),
-            "samples_s": round(samples_s, 3),
             "sample_generation_id": str(generation_id) if samples else None,
             "sample_image_ids": [str(image.id) for image in samples],
             **cache.stats(model),
@@ -197,7 +202,7 @@ def generate(ctx: JobContext) -> JobOutcome:
         raise JobFailed(str(exc)) from exc
     cache = get_model_cache()
     with gpu_errors():
-        model = cache.ready(settings.base_model)
+        model = cache.get(settings.base_model)
         concepts = []
         for file in files:
             concept = perfusion.concept_from_bytes(file.data)

@@ -95,43 +95,6 @@ class ModelCache:
             model.covariance = get_covariance(model.pipe, captions=captions, cache_dir=cache_dir)
         return model.covariance
 
-    def ready(self, base: str) -> CachedModel:
-        """`get`, and `warm` when the Settings compile the UNet (a no-op once it is warm)."""
-        return self.warm(base) if get_settings().compile_unet else self.get(base)
-
-    def warm(self, base: str) -> CachedModel:
-        """Load `base` with its covariance and, if the Settings say so, compile its UNet and
-        run a job's shapes through it once: at worker start, so that no job waits for it."""
-        model = self.get(base)
-        with model.lock:
-            self.covariance(model)
-            if get_settings().compile_unet:
-                self._compile(model)
-        return model
-
-    def _compile(self, model: CachedModel) -> None:
-        import os
-
-        from workers.fit_settings import fit_config
-        from workers.perfusion import architecture
-        from workers.perfusion import compile as compiling
-
-        if compiling.is_compiled(model.pipe.unet):
-            return
-        settings = get_settings()
-        cache_dir = settings.compile_cache_dir or settings.data_dir / "cache" / "inductor"
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir.resolve()))
-        started = time.monotonic()
-        blocks = compiling.compile_unet(model.pipe.unet)
-        config = fit_config(architecture(model.pipe), self.device.startswith("cuda"), 2, 0)
-        compiling.warm_up(model.pipe, model.covariance, config, "dog", settings.sample_steps)
-        log.info(
-            "compiled %d UNet blocks of %s and warmed them in %.1fs",
-            blocks,
-            model.base,
-            time.monotonic() - started,
-        )
-
     def stats(self, model: CachedModel) -> dict[str, Any]:
         """What a job result records about the cache (tests assert warm workers reuse it)."""
         return {

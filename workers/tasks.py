@@ -40,11 +40,6 @@ def _start_sweeper(**_: Any) -> None:
     limit_idle_transactions(get_engine(), 2 * get_settings().job_stale_after_s)
     start_sweeper()
     start_dispatcher()  # webhooks: retries, and what this and other processes just ended
-    if get_settings().compile_unet:
-        # Solo pool: this is the process that runs the jobs; its first job waits meanwhile.
-        from workers.model_cache import get_model_cache
-
-        get_model_cache().warm(get_settings().base_model)
 
 
 @worker_shutdown.connect

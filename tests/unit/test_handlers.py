@@ -101,7 +101,6 @@ def test_a_fit_stores_its_concept_file_and_samples_once_then_generation_uses_it(
         assert sample.prompt == "a photo of a <rex>" and sample.params["sample"] is True
         assert [image.index for image in sample.images] == [0, 1]
         assert job.result is not None and job.result["resumed_from_step"] is None
-        assert job.result["fit_s"] > 0 and job.result["samples_s"] > 0
     events = _events(job_id)
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
     assert [e["step"] for e in events if e["type"] == "preview"] == [4]

@@ -42,19 +42,18 @@ class TextSpaceEdit:
 
 
 def concept_basis(
-    i_stars: torch.Tensor, cinv_i_stars: torch.Tensor, check: bool = True
+    i_stars: torch.Tensor, cinv_i_stars: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """P-orthonormal basis U of span{i*_j} and P U, from I (m, D) and P I (m, D).
 
     With Gram G = I P Iᵀ = L Lᵀ (Cholesky), U = Iᵀ L⁻ᵀ satisfies Uᵀ P U = 1 and P U = (P I)ᵀ L⁻ᵀ.
-    Computed in float64. `check=False` skips reading the factorisation's status on the host
-    (the fit's per-step refresh of one concept, whose 1×1 Gram i*ᵀ P i* is positive).
+    Computed in float64.
     """
     i64, pi64 = i_stars.double(), cinv_i_stars.double()
     gram = i64 @ pi64.T
     gram = (gram + gram.T) / 2
     chol, info = torch.linalg.cholesky_ex(gram)
-    if check and int(info) != 0:
+    if int(info) != 0:
         raise ValueError("the concepts' i* vectors are (nearly) linearly dependent")
     basis_t = torch.linalg.solve_triangular(chol, i64, upper=False)  # (m, D) = L⁻¹ I
     proj_t = torch.linalg.solve_triangular(chol, pi64, upper=False)  # (m, D) = L⁻¹ P I
@@ -163,17 +162,6 @@ class PerfusionAttnProcessor:
             and cached[1] == encoder_hidden_states._version
         ):
             return cached[2], cached[3]
-        with torch.profiler.record_function("perfusion.edit"):
-            key, value = self._edited_key_value(attn, encoder_hidden_states)
-        if torch.is_grad_enabled():
-            self._cached = None
-        else:
-            self._cached = (encoder_hidden_states, encoder_hidden_states._version, key, value)
-        return key, value
-
-    def _edited_key_value(
-        self, attn: Attention, encoder_hidden_states: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
         edit = self.edit
         positions = (
             None if edit.positions is None else edit.positions.mask_for(encoder_hidden_states)
@@ -185,6 +173,10 @@ class PerfusionAttnProcessor:
             key = edited_projection(attn.to_k, encoder_hidden_states, edit, self.o_k, positions)
         o_v = torch.stack(list(self.o_v))
         value = edited_projection(attn.to_v, encoder_hidden_states, edit, o_v, positions)
+        if torch.is_grad_enabled():
+            self._cached = None
+        else:
+            self._cached = (encoder_hidden_states, encoder_hidden_states._version, key, value)
         return key, value
 
     def __call__(
