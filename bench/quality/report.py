@@ -175,7 +175,8 @@ class QualityReport:
             + self.quality_table()
             + "\n\n"
             + self.notes()
-            + "\n\nPerfusion (80 steps, default strength) against its promises:\n\n"
+            + f"\n\nPerfusion ({self.settings.recipes['perfusion'].steps} steps, default "
+            "strength) against its promises:\n\n"
             + claims
             + "\n\n### Concept fidelity per subject\n\n"
             + self.per_subject_table()
