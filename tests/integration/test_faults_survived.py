@@ -506,11 +506,24 @@ def _fill_blob_table(faulty: Faulty) -> None:
         engine.dispose()
 
 
+def _freeze_blob_table_space(faulty: Faulty) -> None:
+    """Reclaim the space of deleted checkpoints now, and let no autovacuum reclaim more
+    later: else a fit can store its result in space that reappears after the fill."""
+    engine = create_engine(faulty.postgres.url("studio"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(
+            text("ALTER TABLE blobs SET (autovacuum_enabled = off, toast.autovacuum_enabled = off)")
+        )
+        conn.execute(text("VACUUM blobs"))
+    engine.dispose()
+
+
 def _empty_blob_table_filler(faulty: Faulty) -> None:
     engine = create_engine(faulty.postgres.url("studio"), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("DELETE FROM blobs WHERE content_type = :type"), {"type": FILLER_TYPE})
         conn.execute(text("VACUUM blobs"))
+        conn.execute(text("ALTER TABLE blobs RESET (autovacuum_enabled, toast.autovacuum_enabled)"))
     engine.dispose()
 
 
@@ -520,6 +533,7 @@ def test_a_full_disk_fails_the_fit_readably_and_keeps_everything_before(faulty: 
     before = _photo_and_file(faulty, earlier_concept)
     concept_id, job_id = _submit_fit(faulty, steps=24)
     wait_for(lambda: _job(job_id).checkpoint_blob_id is not None, 120, "no checkpoint saved")
+    _freeze_blob_table_space(faulty)
     faulty.disk.fill()
     filled_at = time.monotonic()
     assert faulty.disk.available() == 0
