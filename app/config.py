@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     """Steps between fit checkpoints a retried attempt resumes from (0 = never)."""
     fit_preview_every: int = 50
     """Steps between preview images published while fitting (0 = never)."""
+    job_progress_interval_s: float = 0.25
+    """Fewest seconds between two step events of a job: a fit of a small model takes dozens
+    of steps a second, each fanned out to every watching socket. The first and last step,
+    and a step with a preview, are always sent; 0 sends every step."""
     sample_steps: int = 25
     """Denoising steps of the sample images stored after a fit (set in its job parameters)."""
     covariance_captions: Path | None = None

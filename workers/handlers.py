@@ -89,8 +89,11 @@ def fit(ctx: JobContext) -> JobOutcome:
 
     def on_progress(p: Any) -> None:
         ctx.progress = p.step / p.total
-        ctx.publish(
-            StepEvent(step=p.step, total=p.total, loss=p.loss, elapsed_s=p.elapsed_s, eta_s=p.eta_s)
+        ctx.publish_step(
+            StepEvent(
+                step=p.step, total=p.total, loss=p.loss, elapsed_s=p.elapsed_s, eta_s=p.eta_s
+            ),
+            always=p.step in (1, p.total) or p.preview is not None,
         )
         if p.preview is not None:
             ctx.publish(PreviewEvent(step=p.step, data_url=preview_data_url(p.preview)))
@@ -270,14 +273,15 @@ def _render(
                 return
             elapsed = time.monotonic() - started
             ctx.progress = (index + step / total) / n
-            ctx.publish(
+            ctx.publish_step(
                 StepEvent(
                     step=step,
                     total=total,
                     elapsed_s=elapsed,
                     eta_s=elapsed / step * (total - step),
                     image_index=index,
-                )
+                ),
+                always=step in (1, total),
             )
 
         try:

@@ -92,6 +92,7 @@ class JobContext:
     soft_deadline: float = float("inf")
     """time.monotonic() after which the job stops with a readable time-limit failure."""
     _canceled: bool = field(default=False, repr=False)
+    _step_sent_at: float = field(default=float("-inf"), repr=False)
     _database_away: bool = field(default=False, repr=False)
 
     def parse(self, model: type[P]) -> P:
@@ -109,6 +110,15 @@ class JobContext:
             get_progress_bus().publish(str(self.job_id), event)
         except Exception:  # progress is a hint; never fail a job over it
             log.warning("could not publish progress for %s", self.job_id, exc_info=True)
+
+    def publish_step(self, event: BaseModel, *, always: bool = False) -> None:
+        """Publish a step event unless one went out less than `job_progress_interval_s`
+        ago; `always` for the steps a watcher must see (first, last, with a preview)."""
+        now = time.monotonic()
+        if not always and now - self._step_sent_at < get_settings().job_progress_interval_s:
+            return
+        self._step_sent_at = now
+        self.publish(event)
 
     def should_cancel(self) -> bool:
         """True once the job should stop: canceled, taken over, or past its time limit.

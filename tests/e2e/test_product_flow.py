@@ -134,13 +134,15 @@ def test_reloading_mid_fit_resumes_the_live_view(studio: Stack, browser, photos)
         text = page.text_content("[data-testid=fit-step]") or ""
         return int(text.split("/")[0]) if "/" in text else 0
 
-    wait_until(lambda: seen_step() >= 3, FIT_TIMEOUT_MS)
-    before = seen_step()
+    def loss_points() -> int:
+        return len((page.get_attribute("#fit-loss polyline", "points") or "").split())
+
+    wait_until(lambda: seen_step() >= 3 and loss_points() >= 2, FIT_TIMEOUT_MS)
+    before, points_before = seen_step(), loss_points()
     page.reload()
     # The replay brings back at least every step seen before, loss curve included.
     wait_until(lambda: seen_step() >= before, 30_000)
-    points = page.get_attribute("#fit-loss polyline", "points") or ""
-    assert len(points.split()) >= before
+    assert loss_points() >= points_before
     assert page.text_content("[data-testid=status]") == "fitting"
 
     page.click("#fit-cancel")

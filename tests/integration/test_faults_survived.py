@@ -272,15 +272,6 @@ def _slow_upload(faulty: Faulty) -> socket.socket:
     return sock
 
 
-@pytest.mark.xfail(
-    reason=(
-        "not met yet (docs/reliability.md): measured p95 9,972 ms with the stalled clients vs "
-        "359 ms idle (28x; the bound is 2x) on the shared 2-core machine; the median stays at "
-        "idle (139 vs 194 ms) but a few requests stall up to the 10 s timeout, cause not "
-        "isolated yet. Strict: an XPASS fails the run, so the day it is fixed this mark goes"
-    ),
-    strict=True,
-)
 def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) -> None:
     # A fit runs throughout (events for the sockets to pile up, and the same CPU use in the
     # idle windows); idle is measured before and after the clients, on a shared machine.

@@ -75,7 +75,13 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctx]:
         fresh_redis() as redis_url,
         pytest.MonkeyPatch.context() as mp,
     ):
-        env = production_env(postgres_url, redis_url, STUDIO_DATA_DIR=str(tmp / "var"), **settings)
+        env = production_env(
+            postgres_url,
+            redis_url,
+            STUDIO_DATA_DIR=str(tmp / "var"),
+            STUDIO_JOB_PROGRESS_INTERVAL_S="0",  # every step: replays are compared one for one
+            **settings,
+        )
         for name, value in env.items():
             if name.startswith("STUDIO_"):
                 mp.setenv(name, value)

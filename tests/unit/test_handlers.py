@@ -32,6 +32,7 @@ from workers.model_cache import get_model_cache
 def tiny_env(embedded_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory):  # type: ignore[no-untyped-def]
     for name, value in save_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model").items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STUDIO_JOB_PROGRESS_INTERVAL_S", "0")  # every step, compared one for one
     reset_caches()
     get_model_cache.cache_clear()
     yield embedded_env
@@ -84,6 +85,22 @@ def _generate_job(user_id: uuid.UUID, concept_ids: list[str], n: int = 2) -> uui
             session, JobKind.generate, owner_id=user.id, generation_id=generation.id, params=params
         )
         return job.id
+
+
+def test_step_events_are_thinned_to_the_interval_but_keep_first_last_and_previews(
+    tiny_env, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("STUDIO_JOB_PROGRESS_INTERVAL_S", "3600")
+    reset_caches()
+    user_id, concept_id, job_id = _fit_job(steps=6)
+    run_job(job_id, handlers.fit)
+    events = _events(job_id)
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 4, 6]  # 4: its preview
+    assert [e["step"] for e in events if e["type"] == "preview"] == [4]
+    gen_job = _generate_job(user_id, [str(concept_id)], n=2)
+    run_job(gen_job, handlers.generate)
+    steps = [(e["image_index"], e["step"]) for e in _events(gen_job) if e["type"] == "step"]
+    assert steps == [(0, 1), (0, 2), (1, 1), (1, 2)]  # two steps an image: first and last
 
 
 def test_a_fit_stores_its_concept_file_and_samples_once_then_generation_uses_it(tiny_env) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,82 @@
+"""Sockets watching the same job share one bus read and one encoding of each event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from app.jobs import routes
+from app.jobs.progress import Event
+
+
+class CountingBus:
+    """A bus whose reads wait a little, as a blocking XREAD does, and are counted."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.reads: list[tuple[str, str | None]] = []
+
+    def publish(self, job_id: str, event: Any) -> str:
+        raise NotImplementedError
+
+    def read(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
+        raise NotImplementedError
+
+    async def aread(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
+        self.reads.append((job_id, after))
+        await asyncio.sleep(0.05)
+        return [e for e in self.events if after is None or e[0] > after]
+
+
+def test_two_hundred_sockets_at_one_cursor_cost_one_read_and_share_the_encoded_text() -> None:
+    job = uuid.uuid4()
+    bus = CountingBus([("1-1", {"type": "step", "step": 1, "total": 9})])
+
+    async def watch_all() -> list[list[routes._Message]]:
+        return await asyncio.gather(
+            *(routes._shared_read(bus, job, "0-0", 1.0) for _ in range(200))
+        )
+
+    replies = asyncio.run(watch_all())
+    assert bus.reads == [(str(job), "0-0")]
+    assert all(reply is replies[0] for reply in replies)
+    (message,) = replies[0]
+    assert json.loads(message.text) == {
+        "id": "1-1",
+        "event": {"type": "step", "step": 1, "total": 9},
+    }
+    assert routes._bus_reads == {}, "a finished read is forgotten: the next one asks the bus"
+
+
+def test_sockets_at_different_cursors_or_jobs_read_on_their_own() -> None:
+    job, other = uuid.uuid4(), uuid.uuid4()
+    bus = CountingBus([("1-1", {"type": "step", "step": 1}), ("1-2", {"type": "step", "step": 2})])
+
+    async def watch() -> list[list[routes._Message]]:
+        return await asyncio.gather(
+            routes._shared_read(bus, job, "0-0", 1.0),
+            routes._shared_read(bus, job, "1-1", 1.0),
+            routes._shared_read(bus, other, "0-0", 1.0),
+        )
+
+    behind, ahead, elsewhere = asyncio.run(watch())
+    assert sorted(bus.reads) == sorted([(str(job), "0-0"), (str(job), "1-1"), (str(other), "0-0")])
+    assert [m.id for m in behind] == ["1-1", "1-2"] and [m.id for m in ahead] == ["1-2"]
+    assert len(elsewhere) == 2
+
+
+def test_a_canceled_watcher_does_not_cancel_the_read_the_others_wait_on() -> None:
+    job = uuid.uuid4()
+    bus = CountingBus([("1-1", {"type": "step", "step": 1})])
+
+    async def watch() -> list[routes._Message]:
+        leaving = asyncio.ensure_future(routes._shared_read(bus, job, "0-0", 1.0))
+        staying = asyncio.ensure_future(routes._shared_read(bus, job, "0-0", 1.0))
+        await asyncio.sleep(0.01)
+        leaving.cancel()  # its socket went away mid-read
+        return await staying
+
+    assert [m.id for m in asyncio.run(watch())] == ["1-1"]
+    assert len(bus.reads) == 1
