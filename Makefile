@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # the platform's default build of the same version.
 TORCH ?= torch==2.13.0
 
-.PHONY: run test install install-dev lint services
+.PHONY: run test install install-dev lint services gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,9 @@ services:
 ## Install everything and run lint plus the whole test suite against real services.
 test: install-dev services lint
 	REQUIRE_SERVICES=1 $(BIN)/python -m pytest
+
+# The wheels bench/gpu_check.sh needs on a lent GPU, whose image has torch but no diffusers.
+gpu-wheels: $(BIN)/python
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: -d .gpu-wheels \
+		"diffusers==$$($(BIN)/python -c 'import diffusers; print(diffusers.__version__)')" \
+		importlib_metadata zipp

@@ -24,7 +24,15 @@ from PIL import Image
 
 from bench.sd15 import make_sd15_pipeline
 from bench.sdxl import make_sdxl_pipeline
-from workers.perfusion import FitConfig, compute_covariance, fit_concept, generate
+from workers.perfusion import (
+    FitConfig,
+    architecture,
+    compute_covariance,
+    concept_to_bytes,
+    default_batch,
+    fit_concept,
+    generate,
+)
 from workers.perfusion.covariance import read_captions
 
 FULL_FIT_STEPS = 400
@@ -109,6 +117,30 @@ def bench_fit(pipe, cov, device: str, variant: tuple, steps: int, size: int) -> 
     }
 
 
+def bench_end_to_end(pipe, cov, device: str, steps: int, size: int) -> dict:  # type: ignore[no-untyped-def]
+    """Wall time of the worker's fit call, warm: 4 photos in, concept file bytes out.
+
+    The same call as `workers.handlers.fit` makes (the worker's batch for this architecture
+    and device, the library's defaults otherwise, fp32 weights as the model cache loads
+    them); only the database reads and writes around it are left out."""
+    batch, accum = default_batch(architecture(pipe), device == "cuda")
+    config = FitConfig(steps=steps, batch_size=batch, grad_accum=accum, resolution=size, seed=0)
+    photos = _images(4, size)
+    _reset_peak(device)
+    _sync(device)
+    start = time.perf_counter()
+    concept = fit_concept(pipe, photos, "<e2e>", "dog", config, cov)
+    data = concept_to_bytes(concept)
+    _sync(device)
+    return {
+        "steps": steps,
+        "batch": f"{batch}×{accum}",
+        "wall_s": time.perf_counter() - start,
+        "bytes": len(data),
+        "peak_gib": _peak_gib(device),
+    }
+
+
 def bench_generate(pipe, concept, device: str, steps: int, repeats: int) -> dict:  # type: ignore[no-untyped-def]
     """Seconds per image at `steps` denoising steps, base vs one concept, interleaved."""
     times: dict[str, list[float]] = {"base": [], "concept": []}
@@ -143,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--end-to-end-steps",
+        type=int,
+        default=0,
+        help="also time one whole default fit of this many steps (400: the default) end to end",
+    )
     args = parser.parse_args(argv)
 
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
@@ -204,7 +242,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * row['concept_overhead']:+.1f}% | {row['gen_peak_gib']:.1f} |",
             flush=True,
         )
-    rows = {"fit": fit_rows, "generate": gen_rows}
+    rows: dict[str, list[dict]] = {"fit": fit_rows, "generate": gen_rows, "end_to_end": []}  # type: ignore[type-arg]
+    if args.end_to_end_steps:
+        print()
+        print(
+            "| whole fit, warm (photos in → concept file out) | steps | batch | wall s | peak GiB |"
+        )
+        print("|---|---|---|---|---|", flush=True)
+        row = bench_end_to_end(pipe, cov, device, args.end_to_end_steps, size)
+        rows["end_to_end"].append(row)
+        print(
+            f"| the worker's fit call (fp32 weights; bf16 autocast on CUDA) | {row['steps']} | "
+            f"{row['batch']} | {row['wall_s']:.1f} | {row['peak_gib']:.1f} |",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps({"device": gpu, "arch": args.arch, "rows": rows}, indent=2))
     return 0
