@@ -258,3 +258,56 @@ def test_o_k_is_locked_although_the_loss_depends_on_it(tiny_pipe, tiny_cov, monk
         assert torch.equal(live[name].detach(), start[name])
         assert torch.equal(concept.o_k[name], start[name][0])
         assert torch.equal(concept.o_k[name], key_target(attn, e_super))
+
+
+def test_least_p_norm_point_matches_least_squares_also_when_templates_coincide():
+    """The fit's sync-free solve finds lstsq's point, with s = 1 on every row, also when two
+    rows are equal (a singular Gram matrix)."""
+    from workers.perfusion.fit import least_p_norm_point
+
+    g = torch.Generator().manual_seed(0)
+    d = 16
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    cinv = (a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)).float()
+    rows = torch.randn(6, d, generator=g) + 3.0
+    for case in (rows, torch.cat([rows, rows[2:3]])):
+        r, p = case.double(), cinv.double()
+        spread = r[1:] - r[:1]
+        coeffs = torch.linalg.lstsq(spread @ p @ spread.T, -(spread @ p @ r[0])).solution
+        want = (r[0] + coeffs @ spread).float()
+        got = least_p_norm_point(case, cinv)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        s = (case.double() @ p @ got.double()) / (got.double() @ p @ got.double())
+        torch.testing.assert_close(s, torch.ones_like(s), rtol=0, atol=1e-6)
+
+
+def test_the_per_step_refresh_equals_building_the_edit_afresh(tiny_cov):
+    """`_refresh` (on the device, no host reads) gives make_text_edit's tensors bit for bit."""
+    from workers.perfusion.fit import _refresh
+    from workers.perfusion.processor import make_text_edit, score_and_energy
+
+    cinv = tiny_cov.inverse.float()
+    g = torch.Generator().manual_seed(1)
+    start, moved = torch.randn(2, cinv.shape[0], generator=g)
+    score, energy = score_and_energy(start, cinv)
+    edit = make_text_edit(start[None], score[None], torch.tensor([energy]), [0.75], [0.1])
+    _refresh(edit, moved, cinv)
+    score, energy = score_and_energy(moved, cinv)
+    want = make_text_edit(moved[None], score[None], torch.tensor([energy]), [0.75], [0.1])
+    for name in ("basis", "proj", "score", "beta", "tau"):
+        assert torch.equal(getattr(edit, name), getattr(want, name)), name
+
+
+def test_a_checkpoint_from_another_device_resumes_on_a_fresh_stream(tiny_pipe, tiny_cov, fitted):
+    """An older checkpoint (its generator always on the CPU) or one from another device type
+    continues, not bit-exactly, with a warning."""
+    checkpoint = FitCheckpoint.from_bytes(fitted["checkpoints"][0])
+    assert checkpoint.rng_device == "cpu"
+    checkpoint.rng_device = "cuda"
+    again = FitCheckpoint.from_bytes(checkpoint.to_bytes())
+    assert again.rng_device == "cuda"
+    with pytest.warns(UserWarning, match="fresh random stream"):
+        resumed = fit_concept(
+            tiny_pipe, make_images(), "<sks>", "dog", fitted["config"], tiny_cov, resume=again
+        )
+    assert not torch.equal(resumed.token_embedding, fitted["concept"].token_embedding)
