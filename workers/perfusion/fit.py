@@ -498,7 +498,8 @@ def fit_concept(
 
     Steps run without reading anything back from the device: progress events and cancel
     checks come every `config.progress_interval_s` seconds of `clock`, and at previews,
-    checkpoints and the last step.
+    checkpoints, the first step of this run and the last step (no cancel check after the
+    last: the fit is done).
     """
     if not images:
         raise ValueError("need at least one training image")
@@ -628,7 +629,11 @@ def fit_concept(
                 every = config.checkpoint_every
                 checkpoint_due = bool(on_checkpoint and every and done % every == 0)
                 last = done == config.steps
-                if not (preview_due or checkpoint_due or last or (listening and throttle.due())):
+                # the first step of this run is reported too: a watcher sees the fit move at
+                # once (the worker always publishes step 1), however long the interval
+                first = on_progress is not None and step == first_step
+                forced = preview_due or checkpoint_due or last or first
+                if not (forced or (listening and throttle.due())):
                     continue
                 # A progress point. Previews, checkpoints and the end wait for the device
                 # anyway; elsewhere read only the steps before this one, whose kernels ran

@@ -311,3 +311,45 @@ def test_a_checkpoint_from_another_device_resumes_on_a_fresh_stream(tiny_pipe, t
             tiny_pipe, make_images(), "<sks>", "dog", fitted["config"], tiny_cov, resume=again
         )
     assert not torch.equal(resumed.token_embedding, fitted["concept"].token_embedding)
+
+
+def test_a_throttled_fit_resumes_exactly_and_learns_what_an_unthrottled_one_does(
+    tiny_pipe, tiny_cov
+):
+    """Progress points ~2 a second (the default) change when losses are read, not what the
+    fit computes: with accumulation and a checkpoint between points, the resumed fit, the
+    uninterrupted one and one reporting every step agree bit for bit, losses included."""
+    config = replace(TINY_FIT, steps=7, grad_accum=2, checkpoint_every=3, progress_interval_s=2.5)
+
+    def run(config, resume=None):  # every read of the fit's clock advances it 0.5 s
+        now, events, checkpoints = [0.0], [], []
+
+        def clock() -> float:
+            now[0] += 0.5
+            return now[0]
+
+        concept = fit_concept(
+            tiny_pipe,
+            make_images(),
+            "<sks>",
+            "dog",
+            config,
+            tiny_cov,
+            on_progress=events.append,
+            should_cancel=lambda: False,
+            on_checkpoint=checkpoints.append,
+            resume=resume,
+            clock=clock,
+        )
+        return concept, events, checkpoints
+
+    every_step, events_all, _ = run(replace(config, progress_interval_s=0.0))
+    throttled, events, checkpoints = run(config)
+    assert len(events_all) == 7 and len(events) < 7
+    assert [c.step for c in checkpoints] == [3, 6]
+    resumed, _, again = run(config, resume=FitCheckpoint.from_bytes(checkpoints[0].to_bytes()))
+    for concept in (throttled, resumed):
+        assert_bitwise_equal(concept_tensors(concept), concept_tensors(every_step))
+        assert concept.training["final_loss"] == every_step.training["final_loss"]
+    assert checkpoints[1].losses == again[0].losses == [e.loss for e in events_all[:6]]
+    assert torch.equal(checkpoints[1].rng_state, again[0].rng_state)

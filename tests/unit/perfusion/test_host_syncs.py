@@ -135,9 +135,10 @@ def test_throttled_progress_reads_the_loss_one_step_late_and_only_at_its_points(
     tiny_pipe, tiny_cov, monkeypatch
 ):
     """Events and cancel checks every 2.5 s of the fit's clock (one step = 1 s here): after
-    steps 3, 6 and the last, 8. Each reports the loss of the step before (already computed
-    while this one was queued), exactly as an unthrottled fit computes it; the last reports
-    its own. Only those steps read anything back from the device."""
+    the first step, steps 3, 6 and the last, 8. Each reports the loss of the step before
+    (already computed while this one was queued), exactly as an unthrottled fit computes it;
+    the first (no earlier loss known) and the last report their own. Only those steps read
+    anything back from the device."""
     steps = 8
     reference: list[float] = []
     fit_concept(
@@ -167,9 +168,9 @@ def test_throttled_progress_reads_the_loss_one_step_late_and_only_at_its_points(
             clock=lambda: now[0],
         )
         counter.active = False
-    assert [e.step for e in events] == [3, 6, 8]
-    assert [e.loss_step for e in events] == [2, 5, 8]
-    assert [e.loss for e in events] == [reference[1], reference[4], reference[7]]
-    assert cancel_checks == [0.0, 3.0, 6.0]  # before the first step, then at each event
-    assert set(counter.found) <= {2, 5, 7}, counter.found  # 0-based: steps 3, 6 and 8
+    assert [e.step for e in events] == [1, 3, 6, 8]
+    assert [e.loss_step for e in events] == [1, 2, 5, 8]
+    assert [e.loss for e in events] == [reference[0], reference[1], reference[4], reference[7]]
+    assert cancel_checks == [0.0, 1.0, 3.0, 6.0]  # before the first step, then at each event
+    assert set(counter.found) <= {0, 2, 5, 7}, counter.found  # 0-based: steps 1, 3, 6 and 8
     assert counter.found.get(2), "a progress point reads the loss"
