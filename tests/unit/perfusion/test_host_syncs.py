@@ -97,20 +97,22 @@ def _mark_steps(  # type: ignore[no-untyped-def]
     first: int,
     last: int,
     clock: list[float] | None = None,
+    micro: int = 1,
 ):
-    """Count from the start of step `first` to the start of step `last + 1` (one micro step
-    per step): each step's own work, its optimiser step, its i* refresh and what follows it.
-    Each step also advances `clock` by one second."""
+    """Count from the start of step `first` to the start of step `last + 1` (`micro` micro
+    steps a step): each step's own work, its optimiser step, its i* refresh and what follows
+    it. Each step also advances `clock` by one second."""
     import workers.perfusion.fit as fit
 
     micro_step = fit._micro_step
     calls = [0]
 
     def spy(*args):  # type: ignore[no-untyped-def]
-        counter.step = calls[0]
-        counter.active = first <= calls[0] <= last
+        step, part = divmod(calls[0], micro)
+        counter.step = step
+        counter.active = first <= step <= last
         calls[0] += 1
-        if clock is not None:
+        if clock is not None and part == 0:
             clock[0] += 1.0
         return micro_step(*args)
 
@@ -118,14 +120,19 @@ def _mark_steps(  # type: ignore[no-untyped-def]
     return calls
 
 
-def test_steady_state_steps_make_no_host_syncs(tiny_pipe, tiny_cov, monkeypatch):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"i_star_tracking": "ema"}, {"grad_accum": 2}],
+    ids=["default", "ema", "accumulation"],
+)
+def test_steady_state_steps_make_no_host_syncs(tiny_pipe, tiny_cov, monkeypatch, options):
     """Steps 2..4 of a 6-step fit without callbacks: nothing the CPU waits for."""
-    config = replace(TINY_FIT, steps=6)
+    config = replace(TINY_FIT, steps=6, **options)
     with counting_syncs(monkeypatch) as counter:
-        calls = _mark_steps(monkeypatch, counter, 2, 4)
+        calls = _mark_steps(monkeypatch, counter, 2, 4, micro=config.grad_accum)
         fit_concept(tiny_pipe, make_images(), "<sync>", "dog", config, tiny_cov)
         counter.active = False
-    assert calls[0] == 6
+    assert calls[0] == 6 * config.grad_accum
     assert counter.found == {}, "\n".join(
         f"step {step}: {len(hits)} host reads: {hits}" for step, hits in counter.found.items()
     )
