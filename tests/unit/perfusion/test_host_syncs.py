@@ -18,7 +18,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.unit.perfusion.conftest import TINY_FIT, make_images
-from workers.perfusion import fit_concept
+from workers.perfusion import FitCanceled, fit_concept
 
 # Ops whose result the CPU must read from the device (or that build a tensor from host data).
 _READS = {
@@ -181,3 +181,24 @@ def test_throttled_progress_reads_the_loss_one_step_late_and_only_at_its_points(
     assert cancel_checks == [0.0, 1.0, 3.0, 6.0]  # before the first step, then at each event
     assert set(counter.found) <= {0, 2, 5, 7}, counter.found  # 0-based: steps 1, 3, 6 and 8
     assert counter.found.get(2), "a progress point reads the loss"
+
+
+def test_a_cancel_is_seen_within_one_interval_of_the_fit_clock(tiny_pipe, tiny_cov, monkeypatch):
+    """Cancel checks are throttled with the events: a cancel asked at 3.5 s of the fit's clock
+    (one step = 1 s, interval 2.5 s: checks before the first step and after steps 3 and 6)
+    stops the fit after step 6, 2.5 s later; no step starts after it."""
+    now = [0.0]
+    config = replace(TINY_FIT, steps=8, progress_interval_s=2.5)
+    calls = _mark_steps(monkeypatch, SyncCounter(), 0, -1, clock=now)
+    with pytest.raises(FitCanceled, match="at step 6/8"):
+        fit_concept(
+            tiny_pipe,
+            make_images(),
+            "<sync>",
+            "dog",
+            config,
+            tiny_cov,
+            should_cancel=lambda: now[0] >= 3.5,
+            clock=lambda: now[0],
+        )
+    assert calls[0] == 6
