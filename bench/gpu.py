@@ -11,6 +11,7 @@ shapes, so compute and memory match SD 1.5 (512 px); image quality is meaningles
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -82,7 +83,7 @@ SDXL_FIT_VARIANTS = (
 def bench_fit(pipe, cov, device: str, variant: tuple, steps: int, size: int) -> dict:  # type: ignore[no-untyped-def]
     """Time `steps` optimiser steps of one variant; the first step is warm-up."""
     label, dtype, autocast, batch, accum = variant
-    stamps: list[float] = []
+    stamps: list[tuple[int, float]] = []  # (step, time) of each progress event
     config = FitConfig(
         steps=steps,
         batch_size=batch,
@@ -97,15 +98,18 @@ def bench_fit(pipe, cov, device: str, variant: tuple, steps: int, size: int) -> 
 
     def on_progress(progress) -> None:  # type: ignore[no-untyped-def]
         _sync(device)
-        stamps.append(time.perf_counter())
+        stamps.append((progress.step, time.perf_counter()))
 
     concept = fit_concept(
         pipe, _images(4, size), "<bench>", "dog", config, cov, on_progress=on_progress
     )
     _sync(device)
     total = time.perf_counter() - start
-    per_step = statistics.median(np.diff(stamps[1:])) if len(stamps) > 2 else total / steps
-    setup = stamps[0] - start - per_step if stamps else 0.0
+    # Events are throttled (FitConfig.progress_interval_s), several steps apart: time per
+    # step between events, the first event's steps (warm-up included) left out.
+    rates = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in itertools.pairwise(stamps[1:])]
+    per_step = statistics.median(rates) if rates else total / steps
+    setup = stamps[0][1] - start - per_step * stamps[0][0] if stamps else 0.0
     pipe.to(dtype=torch.float32)
     return {
         "variant": label,

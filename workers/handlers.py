@@ -134,6 +134,14 @@ def fit(ctx: JobContext) -> JobOutcome:
             seed=seed,
             preview_every=settings.fit_preview_every,
             checkpoint_every=settings.fit_checkpoint_every,
+            # The fit reads its loss back and checks for a cancel only at progress points,
+            # ~2 a second (each waits for the device), which publish_step thins further;
+            # an interval of 0 (every step event) makes every step one.
+            progress_interval_s=(
+                perfusion.FitConfig.progress_interval_s
+                if settings.job_progress_interval_s > 0
+                else 0.0
+            ),
         )
         if resume is not None:
             log.info("job %s resumes its fit at step %d/%d", ctx.job_id, resume.step, config.steps)

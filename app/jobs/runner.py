@@ -123,8 +123,10 @@ class JobContext:
     def should_cancel(self) -> bool:
         """True once the job should stop: canceled, taken over, or past its time limit.
 
-        Called between steps; it reads the row every time (one indexed lookup, far cheaper
-        than a step) so a cancel takes effect within one step.
+        Called between steps (a fit: at its progress points, about twice a second, or after
+        every step when steps take longer); it reads the row every time (one indexed lookup,
+        far cheaper than a step) so a cancel takes effect within about half a second or one
+        step, whichever is longer.
         """
         if not self._canceled:
             try:

@@ -54,7 +54,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     with tqdm(total=config.steps, desc="fit", unit="step") as bar:
 
         def progress(p):
-            bar.update(1)
+            bar.update(p.step - bar.n)  # events are throttled: several steps apart
             bar.set_postfix(loss=f"{p.loss:.4f}")
 
         concept = fit_concept(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +22,9 @@ from .apply import install_processors, key_target
 from .concept import Concept, ConceptMismatch
 from .covariance import Covariance
 from .pipeline import TokenPatch, base_model_id, cross_attention_layers, model_fingerprint
-from .processor import TextSpaceEdit, make_text_edit, score_and_energy
+from .processor import TextSpaceEdit, concept_basis, make_text_edit, score_and_energy
 from .sides import text_side
-from .text import ARCH_SDXL, TextSide
+from .text import ARCH_SDXL, TextSide, Tokens
 
 TEMPLATES = (
     "a photo of a {}",
@@ -64,6 +66,15 @@ class FitConfig:
     preview_steps: int = 20
     checkpoint_every: int = 0
     mixed_precision: bool = True  # bf16 autocast where the device supports it (CUDA with bf16)
+    progress_interval_s: float = 0.5
+    """Seconds between progress events and cancel checks. Each reads the loss back from the
+    device, so they are throttled, and the loss they report is one step old (the step just
+    queued is not waited for). 0 = after every step, with that step's own loss."""
+
+
+# FitConfig fields that change how fast a fit runs, not what it learns: not recorded in the
+# concept's training facts.
+_NOT_RECORDED = ("preview", "checkpoint", "progress")
 
 
 def default_batch(arch: str, on_cuda: bool) -> tuple[int, int]:
@@ -87,6 +98,8 @@ class FitProgress:
     elapsed_s: float
     eta_s: float
     preview: Image.Image | None = None
+    loss_step: int | None = None
+    """The step `loss` is from (None: `step`); throttled events report the latest loss read."""
 
 
 class FitCanceled(Exception):
@@ -105,6 +118,8 @@ class FitCheckpoint:
     optimizer_state: dict
     rng_state: torch.Tensor
     losses: list[float] = field(default_factory=list)
+    rng_device: str = "cpu"
+    """Device type of the generator `rng_state` belongs to (the fit's device)."""
 
     def to_bytes(self) -> bytes:
         """Safetensors bytes (no pickle)."""
@@ -125,6 +140,7 @@ class FitCheckpoint:
             "layers": json.dumps(layers),
             "losses": json.dumps(self.losses),
             "param_groups": json.dumps(self.optimizer_state["param_groups"]),
+            "rng_device": self.rng_device,
         }
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         return save_safetensors(tensors, metadata=meta)
@@ -151,6 +167,7 @@ class FitCheckpoint:
             optimizer_state={"state": state, "param_groups": json.loads(meta["param_groups"])},
             rng_state=tensors["rng_state"],
             losses=json.loads(meta["losses"]),
+            rng_device=meta.get("rng_device", "cpu"),
         )
 
 
@@ -257,18 +274,111 @@ def concept_token_encoding(
     superclass word has. Their plain mean gives s from ~0.1 to ~3.5 across the templates on the
     toy world, where the prefix words move the token's encoding along low-variance directions.
     """
-    ids, encodings = _template_encodings(pipe, token)
-    rows = encodings[ids.to(encodings.device) == token_id].double()
-    if rows.shape[0] == 0:
-        raise ValueError(f"concept token {token!r} does not fit in the prompt length")
+    text = text_side(pipe)
+    prompts = _TrainingPrompts.build(text, token, token_id, None, 0, text.device)
+    return prompts.i_star(cinv)
+
+
+def least_p_norm_point(rows: torch.Tensor, cinv: torch.Tensor) -> torch.Tensor:
+    """The point of the affine hull of `rows` (T, D) with the least P-norm, float32.
+
+    Minimises (o + cᵀS) P (o + cᵀS)ᵀ over c, with o the first row and S the others minus it:
+    (S P Sᵀ) c = −S P o. S P Sᵀ is singular when two templates give the token the same
+    encoding; the point is unique all the same, and a ridge far below the Gram matrix's scale
+    finds it with a Cholesky solve, which, unlike a rank-revealing least-squares solver, reads
+    nothing back on the host (this runs after every step).
+    """
+    rows = rows.double()
     p = cinv.double().to(rows.device)
     origin, spread = rows[0], rows[1:] - rows[:1]
     if spread.shape[0] == 0:
         return rows[0].float()
-    # minimise (o + cᵀ S) P (o + cᵀ S)ᵀ over c: (S P Sᵀ) c = -S P o (least squares: S may be
-    # rank deficient when two templates give the token the same encoding)
-    coeffs = torch.linalg.lstsq(spread @ p @ spread.T, -(spread @ p @ origin)).solution
+    gram = spread @ p @ spread.T
+    gram = (gram + gram.T) / 2
+    ridge = gram.diagonal().mean() * 1e-12
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    chol, _ = torch.linalg.cholesky_ex(gram + ridge * eye)
+    coeffs = torch.cholesky_solve(-(spread @ p @ origin)[:, None], chol)[:, 0]
     return (origin + coeffs @ spread).float()
+
+
+@dataclass
+class _TrainingPrompts:
+    """The training templates, tokenized once and kept on the fit's device.
+
+    Per step the fit draws template indices on the device and gathers from these: no
+    tokenizing, no host-built tensors, no boolean-mask lookups of the concept token.
+    """
+
+    tokens: Tokens
+    """The templates with the concept token: (T, L) ids per tokenizer, (T, L) real tokens."""
+    positions: torch.Tensor
+    """(T,) the concept token's position in each template."""
+    unet_kwargs: dict[str, Any]
+    """The UNet's added conditions per template, (T, ...) tensors (SDXL; SD: none)."""
+    text: TextSide
+
+    @classmethod
+    def build(
+        cls,
+        text: TextSide,
+        token: str,
+        token_id: int,
+        superclass: str | None,
+        resolution: int,
+        device: torch.device,
+    ) -> _TrainingPrompts:
+        """Tokenize the templates with `token`; the added conditions from the `superclass`
+        prompts (the text side's locking: SDXL's pooled embedding reads the superclass)."""
+        tokens = text.tokenize([template.format(token) for template in TEMPLATES])
+        hits = tokens.ids[0] == token_id
+        missing = [TEMPLATES[k] for k in range(len(TEMPLATES)) if not bool(hits[k].any())]
+        if missing:
+            raise ValueError(
+                f"concept token {token!r} does not fit in the prompt length of {missing}"
+            )
+        kwargs: dict[str, Any] = {}
+        if superclass is not None:
+            kwargs = text.unet_kwargs([t.format(superclass) for t in TEMPLATES], resolution)
+        return cls(
+            tokens=Tokens(tuple(ids.to(device) for ids in tokens.ids), tokens.mask.to(device)),
+            positions=hits.int().argmax(1).to(device),
+            unet_kwargs=_to_device(kwargs, device),
+            text=text,
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.positions)
+
+    def take(self, rows: torch.Tensor) -> tuple[Tokens, torch.Tensor, dict[str, Any]]:
+        """Tokens, concept positions and UNet conditions of the templates `rows` (on device)."""
+        tokens = Tokens(tuple(ids[rows] for ids in self.tokens.ids), self.tokens.mask[rows])
+        return tokens, self.positions[rows], _take(self.unet_kwargs, rows)
+
+    @torch.no_grad()
+    def i_star(self, cinv: torch.Tensor) -> torch.Tensor:
+        """The least-P-norm point of the concept token's current template encodings."""
+        encodings = self.text.encode(self.tokens).float()
+        rows = encodings[torch.arange(self.count, device=encodings.device), self.positions]
+        return least_p_norm_point(rows, cinv)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _take(value: Any, rows: torch.Tensor) -> Any:
+    """`value` with every tensor in it indexed by `rows` along its first dimension."""
+    if isinstance(value, torch.Tensor):
+        return value[rows]
+    if isinstance(value, dict):
+        return {k: _take(v, rows) for k, v in value.items()}
+    return value
 
 
 def _last_match(ids: list[int], word: list[int]) -> int | None:
@@ -280,16 +390,51 @@ def _last_match(ids: list[int], word: list[int]) -> int | None:
 
 
 def _refresh(edit: TextSpaceEdit, i_star: torch.Tensor, cinv: torch.Tensor) -> None:
-    """Recompute the shared text-space edit in place after i* moved."""
-    score, energy = score_and_energy(i_star, cinv)
-    new = make_text_edit(
-        i_star[None],
-        score[None].to(i_star.device),
-        torch.tensor([energy], device=i_star.device),
-        edit.beta.tolist(),
-        edit.tau.tolist(),
-    )
-    edit.basis, edit.proj, edit.score = new.basis, new.proj, new.score
+    """Recompute the shared text-space edit in place after i* moved, on the device.
+
+    The same arithmetic as `score_and_energy` followed by `make_text_edit` (energy rounded to
+    float32 as there), without reading the energy or the factorisation status on the host.
+    """
+    pi = cinv.double() @ i_star.double()
+    energy = i_star.double() @ pi
+    score = (pi / energy).float()
+    cinv_i_star = score.double() * energy.float().double()
+    basis, proj = concept_basis(i_star[None], cinv_i_star[None], False)
+    edit.basis, edit.proj, edit.score = basis, proj, score[:, None].contiguous()
+
+
+class _Throttle:
+    """True at most once per `interval` seconds of `clock` (always when interval is 0)."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last = clock()
+
+    def due(self) -> bool:
+        now = self.clock()
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+class _Losses:
+    """Per-step losses kept on the device and read back in batches (one host sync a read)."""
+
+    def __init__(self, done: list[float]) -> None:
+        self.values = list(done)
+        self.pending: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss)
+
+    def read(self, keep: int = 0) -> None:
+        """Read all but the newest `keep` pending losses."""
+        count = len(self.pending) - keep
+        if count > 0:
+            self.values.extend(torch.stack(self.pending[:count]).tolist())
+            del self.pending[:count]
 
 
 @contextlib.contextmanager
@@ -347,8 +492,15 @@ def fit_concept(
     should_cancel: Callable[[], bool] | None = None,
     resume: FitCheckpoint | None = None,
     on_checkpoint: Callable[[FitCheckpoint], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Concept:
-    """Fit a Perfusion concept; the pipeline is left exactly as it was, also on error/cancel."""
+    """Fit a Perfusion concept; the pipeline is left exactly as it was, also on error/cancel.
+
+    Steps run without reading anything back from the device: progress events and cancel
+    checks come every `config.progress_interval_s` seconds of `clock`, and at previews,
+    checkpoints, the first step of this run and the last step (no cancel check after the
+    last: the fit is done).
+    """
     if not images:
         raise ValueError("need at least one training image")
     if masks is not None and len(masks) != len(images):
@@ -399,23 +551,29 @@ def fit_concept(
             ],
             weight_decay=0.0,
         )
-        generator = torch.Generator("cpu").manual_seed(config.seed)
-        losses: list[float] = []
+        # On the fit's device: draws need no copy to it, and its state resumes exactly.
+        generator = torch.Generator(device).manual_seed(config.seed)
+        losses = _Losses(resume.losses if resume is not None else [])
         first_step = 0
         if resume is not None:
             optimizer.load_state_dict(resume.optimizer_state)
-            generator.set_state(resume.rng_state.clone())
-            losses = list(resume.losses)
+            _restore_generator(generator, resume, config.seed)
             first_step = resume.step
 
         patch = TokenPatch.add(pipe, [token], embedding, [superclass])
         token_id = patch.token_ids[0]
         original = None
         try:
+            amp = _autocast(device, use_amp)
+            with amp:  # the UNet's added conditions as the steps made them (SDXL, bf16)
+                prompts = _TrainingPrompts.build(
+                    text, token, token_id, superclass, resolution, device
+                )
             if resume is not None:
                 i_star = resume.i_star.to(device, torch.float32).clone()
             else:
-                i_star = concept_token_encoding(pipe, token, token_id, cinv)
+                with patch.pooled_locks_paused():
+                    i_star = prompts.i_star(cinv)
             score, energy = score_and_energy(i_star, cinv)
             edit = make_text_edit(
                 i_star[None],
@@ -426,60 +584,83 @@ def fit_concept(
             )
             layer_v = {n: [p] for n, p in o_v.items()}
             original = install_processors(pipe.unet, edit, o_k, layer_v, patch)
-            started = time.monotonic()
+            started = clock()
+            throttle = _Throttle(config.progress_interval_s, clock)
+            listening = on_progress is not None or should_cancel is not None
+            if should_cancel is not None and should_cancel():
+                raise FitCanceled(f"canceled at step {first_step}/{config.steps}")
             for step in range(first_step, config.steps):
-                if should_cancel is not None and should_cancel():
-                    raise FitCanceled(f"canceled at step {step}/{config.steps}")
                 optimizer.zero_grad(set_to_none=True)
-                step_loss, token_encodings = 0.0, []
-                for _ in range(config.grad_accum):
-                    loss, enc = _micro_step(
-                        pipe,
-                        text,
-                        scheduler,
-                        latents,
-                        weights,
-                        (token, superclass),
-                        token_id,
-                        config,
-                        generator,
-                        use_amp,
-                        resolution,
-                    )
-                    (loss / config.grad_accum).backward()
-                    step_loss += loss.item() / config.grad_accum
-                    token_encodings.append(enc)
-                optimizer.step()
-                with torch.no_grad():
-                    if config.i_star_tracking == "exact":
-                        i_star.copy_(concept_token_encoding(pipe, token, token_id, cinv))
-                    else:
-                        mean_enc = torch.cat(token_encodings).mean(0)
-                        i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
-                    _refresh(edit, i_star, cinv)
-                losses.append(step_loss)
+                step_loss: torch.Tensor | None = None
+                token_encodings = []
+                with patch.pooled_locks_paused():
+                    for _ in range(config.grad_accum):
+                        loss, enc = _micro_step(
+                            pipe,
+                            text,
+                            scheduler,
+                            latents,
+                            weights,
+                            prompts,
+                            patch,
+                            config,
+                            generator,
+                            use_amp,
+                        )
+                        (loss / config.grad_accum).backward()
+                        # float64, in the order a Python float sum of .item()s would add them
+                        part = loss.detach().double() / config.grad_accum
+                        step_loss = part if step_loss is None else step_loss + part
+                        token_encodings.append(enc)
+                    optimizer.step()
+                    with torch.no_grad():
+                        if config.i_star_tracking == "exact":
+                            i_star.copy_(prompts.i_star(cinv))
+                        else:
+                            mean_enc = torch.cat(token_encodings).mean(0)
+                            i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
+                        _refresh(edit, i_star, cinv)
+                assert step_loss is not None
+                losses.add(step_loss)
                 done = step + 1
+                preview_due = bool(
+                    on_progress and config.preview_every and done % config.preview_every == 0
+                )
+                every = config.checkpoint_every
+                checkpoint_due = bool(on_checkpoint and every and done % every == 0)
+                last = done == config.steps
+                # the first step of this run is reported too: a watcher sees the fit move at
+                # once (the worker always publishes step 1), however long the interval
+                first = on_progress is not None and step == first_step
+                forced = preview_due or checkpoint_due or last or first
+                if not (forced or (listening and throttle.due())):
+                    continue
+                # A progress point. Previews, checkpoints and the end wait for the device
+                # anyway; elsewhere read only the steps before this one, whose kernels ran
+                # while this one was queued, so the device keeps working meanwhile.
+                late = config.progress_interval_s > 0 and not (
+                    preview_due or checkpoint_due or last
+                )
+                # (the newest too when no earlier loss is known: the first event of a fit
+                # whose steps take longer than the interval)
+                older = bool(losses.values) or len(losses.pending) > 1
+                losses.read(keep=1 if late and older else 0)
                 if on_progress is not None:
-                    elapsed = time.monotonic() - started
+                    elapsed = clock() - started
                     per_step = elapsed / (done - first_step)
-                    preview = None
-                    if config.preview_every and done % config.preview_every == 0:
-                        preview = _preview(pipe, edit, token, config)
+                    preview = _preview(pipe, edit, token, config) if preview_due else None
                     on_progress(
                         FitProgress(
                             done,
                             config.steps,
-                            step_loss,
+                            losses.values[-1],
                             elapsed,
                             per_step * (config.steps - done),
                             preview,
+                            loss_step=len(losses.values),
                         )
                     )
-                if (
-                    on_checkpoint
-                    and config.checkpoint_every
-                    and done % config.checkpoint_every == 0
-                ):
+                if checkpoint_due and on_checkpoint is not None:
                     on_checkpoint(
                         FitCheckpoint(
                             step=done,
@@ -489,19 +670,22 @@ def fit_concept(
                             o_v={n: p.detach().cpu().clone() for n, p in o_v.items()},
                             optimizer_state=_cpu_optimizer_state(optimizer),
                             rng_state=generator.get_state(),
-                            losses=list(losses),
+                            losses=list(losses.values),
+                            rng_device=device.type,
                         )
                     )
+                if not last and should_cancel is not None and should_cancel():
+                    raise FitCanceled(f"canceled at step {done}/{config.steps}")
+            losses.read()
         finally:
             if original is not None:
                 pipe.unet.set_attn_processor(dict(original))
             patch.remove()
 
     score, energy = score_and_energy(i_star, cinv)
-    tail = losses[-max(1, len(losses) // 10) :]
-    training = {
-        k: v for k, v in asdict(config).items() if not k.startswith(("preview", "checkpoint"))
-    }
+    values = losses.values
+    tail = values[-max(1, len(values) // 10) :]
+    training = {k: v for k, v in asdict(config).items() if not k.startswith(_NOT_RECORDED)}
     training.update(
         n_images=len(images), masked=masks is not None, final_loss=sum(tail) / len(tail)
     )
@@ -524,46 +708,62 @@ def fit_concept(
     )
 
 
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _restore_generator(generator: torch.Generator, resume: FitCheckpoint, seed: int) -> None:
+    """The checkpoint's RNG state; one saved on another kind of device (a checkpoint of an
+    older version, whose generator was always on the CPU) cannot continue this generator's
+    stream, so the fit continues on a stream derived from (seed, step), not bit-exactly."""
+    if resume.rng_device == generator.device.type:
+        generator.set_state(resume.rng_state.clone())
+        return
+    warnings.warn(
+        f"fit checkpoint's random state is for {resume.rng_device}, this fit runs on "
+        f"{generator.device.type}: resuming on a fresh random stream",
+        stacklevel=3,
+    )
+    generator.manual_seed(seed * 1_000_003 + resume.step)
+
+
 def _micro_step(
     pipe: StableDiffusionPipeline,
     text: TextSide,
     scheduler: DDPMScheduler,
     latents: torch.Tensor,
     weights: torch.Tensor,
-    words: tuple[str, str],
-    token_id: int,
+    prompts: _TrainingPrompts,
+    patch: TokenPatch,
     config: FitConfig,
     generator: torch.Generator,
     use_amp: bool,
-    resolution: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted noise-prediction loss on one random batch, and the concept token's encodings.
 
-    `words` is (token, superclass): the text side's added UNet conditions (SDXL's pooled
-    embedding) see the superclass-substituted prompts. All randomness comes from `generator`
-    (on the CPU), which makes resume exact.
+    The text side's added UNet conditions (SDXL's pooled embedding) are those of the
+    superclass-substituted prompts. All randomness comes from `generator` (on the fit's
+    device, which makes resume exact), and nothing is read back from the device.
     """
-    token, superclass = words
     device = latents.device
     n = config.batch_size
-    index = torch.randint(0, latents.shape[0], (n,), generator=generator)
-    flip = (torch.rand(n, generator=generator) < config.flip_p).long()
+    index = torch.randint(0, latents.shape[0], (n,), generator=generator, device=device)
+    flip = (torch.rand(n, generator=generator, device=device) < config.flip_p).long()
     steps = scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (n,), generator=generator)
-    noise = torch.randn((n, *latents.shape[2:]), generator=generator)
-    templates = torch.randint(0, len(TEMPLATES), (n,), generator=generator)
+    timesteps = torch.randint(0, steps, (n,), generator=generator, device=device)
+    noise = torch.randn((n, *latents.shape[2:]), generator=generator, device=device)
+    templates = torch.randint(0, prompts.count, (n,), generator=generator, device=device)
     clean = latents[index, flip]
     weight = weights[index, flip]
-    noise, timesteps = noise.to(device), timesteps.to(device)
-    prompts = [TEMPLATES[k].format(token) for k in templates.tolist()]
-    tokens = text.tokenize(prompts)
-    ids = tokens.ids[0].to(device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
-    with amp:
+    tokens, positions, extra = prompts.take(templates)
+    with _autocast(device, use_amp):
         encodings = text.encode(tokens)
-        extra = text.unet_kwargs(
-            [TEMPLATES[k].format(superclass) for k in templates.tolist()], resolution
-        )
+        # by identity, so the processors find these encodings' real tokens without a lookup
+        # by content (SDXL's are concatenated after its encoders' hooks ran)
+        assert patch.real_tokens is not None
+        patch.real_tokens.record(tokens.ids[0], encodings, tokens.mask)
         noisy = scheduler.add_noise(clean, noise, timesteps)
         pred = pipe.unet(noisy.to(pipe.unet.dtype), timesteps, encodings, **extra).sample
     if scheduler.config.prediction_type == "v_prediction":
@@ -572,7 +772,8 @@ def _micro_step(
         target = noise
     err = (pred.float() - target).pow(2).mean(1, keepdim=True)
     loss = (err * weight).sum() / weight.sum().clamp(min=1e-6)
-    token_encodings = encodings[ids == token_id].detach().float()
+    rows = torch.arange(n, device=encodings.device)
+    token_encodings = encodings[rows, positions].detach().float()
     return loss, token_encodings
 
 

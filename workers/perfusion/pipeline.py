@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
 import warnings
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -178,13 +181,20 @@ class RealTokens:
 
     def __init__(self, eos_token_id: int, keep: int = 8) -> None:
         self.eos_token_id = eos_token_id
-        self._seen: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=keep)
+        # (the encodings themselves, weakly: identity; detached: content; the mask)
+        self._seen: deque[tuple[weakref.ref, torch.Tensor, torch.Tensor]] = deque(maxlen=keep)
         self._last: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
-    def record(self, input_ids: torch.Tensor, encodings: torch.Tensor) -> None:
-        """Remember one text-encoder call: (B, L) ids and their (B, L, D) encodings."""
-        mask = real_token_mask(input_ids, self.eos_token_id).to(encodings.device)
-        self._seen.append((encodings.detach(), mask))
+    def record(
+        self, input_ids: torch.Tensor, encodings: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> None:
+        """Remember one text-encoder call: (B, L) ids and their (B, L, D) encodings.
+
+        `mask`: their real-token mask if the caller has it already (else computed from ids).
+        """
+        if mask is None:
+            mask = real_token_mask(input_ids, self.eos_token_id)
+        self._seen.append((weakref.ref(encodings), encodings.detach(), mask.to(encodings.device)))
 
     def hook(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         """`register_forward_hook(..., with_kwargs=True)` callback for SD's text encoder."""
@@ -203,8 +213,10 @@ class RealTokens:
         return mask
 
     def _find(self, e: torch.Tensor) -> torch.Tensor:
-        for encodings, mask in self._seen:
-            if encodings is e:
+        # By identity first: the fit's encodings reach the UNet as they are, and comparing
+        # contents reads the comparison back on the host (a device sync per step).
+        for ref, _, mask in self._seen:
+            if ref() is e:
                 return mask
         rows = torch.ones(e.shape[:2], dtype=torch.bool, device=e.device)
         found = torch.zeros(e.shape[0], dtype=torch.bool, device=e.device)
@@ -214,7 +226,7 @@ class RealTokens:
             found |= zero
             if found.all():
                 return rows
-            for encodings, mask in self._seen:
+            for _, encodings, mask in self._seen:
                 if encodings.shape[1:] != e.shape[1:]:
                     continue
                 same = (encodings.to(e.device, e.dtype)[None] == e[:, None]).flatten(2).all(-1)
@@ -251,6 +263,8 @@ class TokenPatch:
     embeddings: list[ExtendedEmbedding]
     real_tokens: RealTokens | None = None
     hooks: list[object] = field(default_factory=list)
+    pooled_locks: list[Any] = field(default_factory=list)
+    """SDXL's `PooledLock`s (also in `hooks`), paused by `pooled_locks_paused`."""
 
     @property
     def token_ids(self) -> list[int]:
@@ -319,6 +333,22 @@ class TokenPatch:
             patch.remove()
             raise
         return patch
+
+    @contextlib.contextmanager
+    def pooled_locks_paused(self) -> Iterator[None]:
+        """Pooled embeddings are computed plainly inside (SDXL's lock off).
+
+        For the fit's own encoder calls, which use the hidden states only (the UNet's pooled
+        input comes from the superclass prompts): the lock would re-encode each batch with the
+        concept swapped out, and read on the host whether the batch holds a concept token.
+        """
+        for lock in self.pooled_locks:
+            lock.enabled = False
+        try:
+            yield
+        finally:
+            for lock in self.pooled_locks:
+                lock.enabled = True
 
     def remove(self) -> None:
         """Put back the original tokenizer objects and embedding modules, drop the hooks."""

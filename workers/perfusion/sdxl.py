@@ -62,12 +62,13 @@ class PooledLock:
         self.pad = pad
         self.eos = eos
         self.concept_ids = torch.tensor(sorted(swap), dtype=torch.long)
+        self.enabled = True
 
     def __call__(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> Any:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
+        if ids is None or not self.enabled:
             return output
         hits = torch.isin(ids, self.concept_ids.to(ids.device)).any(-1)
         if not bool(hits.any()):
@@ -219,3 +220,4 @@ class SDXLText(TextSide):
         hook = PooledLock(swap, base_tokenizer.model_max_length, int(pad), eos)
         handle = self.encoders[1].register_forward_hook(hook, with_kwargs=True)
         patch.hooks.append(handle)
+        patch.pooled_locks.append(hook)

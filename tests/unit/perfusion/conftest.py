@@ -112,7 +112,11 @@ def make_images(count: int = 2, size: int = 16, seed: int = 0) -> list[Image.Ima
     return images
 
 
-TINY_FIT = FitConfig(steps=6, batch_size=2, grad_accum=1, resolution=16, seed=0)
+# A progress event (and cancel check) after every step, with that step's loss: the tests
+# count steps and compare losses; test_host_syncs covers the throttled default.
+TINY_FIT = FitConfig(
+    steps=6, batch_size=2, grad_accum=1, resolution=16, seed=0, progress_interval_s=0.0
+)
 
 
 @pytest.fixture(scope="session")

@@ -258,3 +258,98 @@ def test_o_k_is_locked_although_the_loss_depends_on_it(tiny_pipe, tiny_cov, monk
         assert torch.equal(live[name].detach(), start[name])
         assert torch.equal(concept.o_k[name], start[name][0])
         assert torch.equal(concept.o_k[name], key_target(attn, e_super))
+
+
+def test_least_p_norm_point_matches_least_squares_also_when_templates_coincide():
+    """The fit's sync-free solve finds lstsq's point, with s = 1 on every row, also when two
+    rows are equal (a singular Gram matrix)."""
+    from workers.perfusion.fit import least_p_norm_point
+
+    g = torch.Generator().manual_seed(0)
+    d = 16
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    cinv = (a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)).float()
+    rows = torch.randn(6, d, generator=g) + 3.0
+    for case in (rows, torch.cat([rows, rows[2:3]])):
+        r, p = case.double(), cinv.double()
+        spread = r[1:] - r[:1]
+        coeffs = torch.linalg.lstsq(spread @ p @ spread.T, -(spread @ p @ r[0])).solution
+        want = (r[0] + coeffs @ spread).float()
+        got = least_p_norm_point(case, cinv)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        s = (case.double() @ p @ got.double()) / (got.double() @ p @ got.double())
+        torch.testing.assert_close(s, torch.ones_like(s), rtol=0, atol=1e-6)
+
+
+def test_the_per_step_refresh_equals_building_the_edit_afresh(tiny_cov):
+    """`_refresh` (on the device, no host reads) gives make_text_edit's tensors bit for bit."""
+    from workers.perfusion.fit import _refresh
+    from workers.perfusion.processor import make_text_edit, score_and_energy
+
+    cinv = tiny_cov.inverse.float()
+    g = torch.Generator().manual_seed(1)
+    start, moved = torch.randn(2, cinv.shape[0], generator=g)
+    score, energy = score_and_energy(start, cinv)
+    edit = make_text_edit(start[None], score[None], torch.tensor([energy]), [0.75], [0.1])
+    _refresh(edit, moved, cinv)
+    score, energy = score_and_energy(moved, cinv)
+    want = make_text_edit(moved[None], score[None], torch.tensor([energy]), [0.75], [0.1])
+    for name in ("basis", "proj", "score", "beta", "tau"):
+        assert torch.equal(getattr(edit, name), getattr(want, name)), name
+
+
+def test_a_checkpoint_from_another_device_resumes_on_a_fresh_stream(tiny_pipe, tiny_cov, fitted):
+    """An older checkpoint (its generator always on the CPU) or one from another device type
+    continues, not bit-exactly, with a warning."""
+    checkpoint = FitCheckpoint.from_bytes(fitted["checkpoints"][0])
+    assert checkpoint.rng_device == "cpu"
+    checkpoint.rng_device = "cuda"
+    again = FitCheckpoint.from_bytes(checkpoint.to_bytes())
+    assert again.rng_device == "cuda"
+    with pytest.warns(UserWarning, match="fresh random stream"):
+        resumed = fit_concept(
+            tiny_pipe, make_images(), "<sks>", "dog", fitted["config"], tiny_cov, resume=again
+        )
+    assert not torch.equal(resumed.token_embedding, fitted["concept"].token_embedding)
+
+
+def test_a_throttled_fit_resumes_exactly_and_learns_what_an_unthrottled_one_does(
+    tiny_pipe, tiny_cov
+):
+    """Progress points ~2 a second (the default) change when losses are read, not what the
+    fit computes: with accumulation and a checkpoint between points, the resumed fit, the
+    uninterrupted one and one reporting every step agree bit for bit, losses included."""
+    config = replace(TINY_FIT, steps=7, grad_accum=2, checkpoint_every=3, progress_interval_s=2.5)
+
+    def run(config, resume=None):  # every read of the fit's clock advances it 0.5 s
+        now, events, checkpoints = [0.0], [], []
+
+        def clock() -> float:
+            now[0] += 0.5
+            return now[0]
+
+        concept = fit_concept(
+            tiny_pipe,
+            make_images(),
+            "<sks>",
+            "dog",
+            config,
+            tiny_cov,
+            on_progress=events.append,
+            should_cancel=lambda: False,
+            on_checkpoint=checkpoints.append,
+            resume=resume,
+            clock=clock,
+        )
+        return concept, events, checkpoints
+
+    every_step, events_all, _ = run(replace(config, progress_interval_s=0.0))
+    throttled, events, checkpoints = run(config)
+    assert len(events_all) == 7 and len(events) < 7
+    assert [c.step for c in checkpoints] == [3, 6]
+    resumed, _, again = run(config, resume=FitCheckpoint.from_bytes(checkpoints[0].to_bytes()))
+    for concept in (throttled, resumed):
+        assert_bitwise_equal(concept_tensors(concept), concept_tensors(every_step))
+        assert concept.training["final_loss"] == every_step.training["final_loss"]
+    assert checkpoints[1].losses == again[0].losses == [e.loss for e in events_all[:6]]
+    assert torch.equal(checkpoints[1].rng_state, again[0].rng_state)

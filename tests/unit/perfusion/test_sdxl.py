@@ -680,3 +680,15 @@ def test_an_fp16_sdxl_vae_encodes_training_images_in_fp32_and_is_restored(tmp_pa
     assert torch.equal(latents, want)
     assert pipe.vae.dtype == torch.float16
     assert all(torch.equal(before[k], v) for k, v in pipe.vae.state_dict().items())
+
+
+def test_steady_state_sdxl_steps_make_no_host_syncs(xl, xl_cov, monkeypatch):
+    """As for SD (test_host_syncs): the pooled lock and the concatenated encodings included."""
+    from tests.unit.perfusion.test_host_syncs import _mark_steps, counting_syncs
+
+    with counting_syncs(monkeypatch) as counter:
+        calls = _mark_steps(monkeypatch, counter, 2, 4)
+        fit_concept(xl, make_images(), "<sync>", "dog", replace(TINY_FIT, steps=6), xl_cov)
+        counter.active = False
+    assert calls[0] == 6
+    assert counter.found == {}, counter.found
