@@ -60,6 +60,9 @@ class Settings(BaseSettings):
 
     # --- Jobs and workers (reliability knobs; tests shorten the intervals) ---
     model_cache_size: int = 1
+    worker_warm_start: bool = True
+    """Load the base model and its text covariance when a worker starts, not on its first
+    job: the first fit of a fresh studio waits for neither."""
     """Base models a worker process keeps loaded (LRU by count)."""
     fit_batch_size: int | None = None
     """Images per forward pass; unset = 16 on CUDA (the effective batch of 16 in one pass, 3.5x

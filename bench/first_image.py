@@ -1,14 +1,17 @@
 """Upload → first generated image on the embedded default, through the HTTP API.
 
-    python -m bench.first_image
+    python -m bench.first_image [--after-start 10]
 
 Starts `perfusion-studio serve` on a fresh data directory (SQLite, in-process worker, the
-bundled toy-world model, default fit settings), signs up, uploads 4 photos of a held-out
-toy concept, waits for the concept, generates one image and prints the timings.
+bundled toy-world model, default fit settings), signs up, waits `--after-start` seconds (a
+person choosing four photos; the worker warms its model meanwhile, STUDIO_WORKER_WARM_START),
+uploads 4 photos of a held-out toy concept, waits for the concept, generates one image and
+prints the timings from the upload.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import random
@@ -31,7 +34,10 @@ def _wait(client: httpx.Client, job_id: str, poll_s: float) -> dict:
     return job
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--after-start", type=float, default=10.0, help="seconds before upload")
+    args = parser.parse_args(argv)
     port = 8765
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data_dir:
@@ -53,6 +59,7 @@ def main() -> int:
             password = "correct horse battery staple"
             signup = {"username": "timer", "password": password}
             client.post("/api/auth/signup", json=signup).raise_for_status()
+            time.sleep(args.after_start)
             rng = random.Random(0)
             files = []
             for k, background in enumerate(("gray", "white", "black", "blue")):
@@ -73,6 +80,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+    print(f"Upload {args.after_start:.0f} s after the server answered (warm start: see --help).")
+    print()
     print("| step | state | seconds from upload |")
     print("|---|---|---|")
     print(f"| concept ready (fit + 2 samples) | {fit['state']} | {ready_s:.1f} |")

@@ -27,6 +27,8 @@ def embedded_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     for name in ("STUDIO_DATABASE_URL", "STUDIO_REDIS_URL", "STUDIO_ENV", "STUDIO_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "var"))
+    # No base model loading behind in-process tests' backs (tests/unit/test_warm_start.py).
+    monkeypatch.setenv("STUDIO_WORKER_WARM_START", "0")
     reset_caches()
     from app.migrate import upgrade
 

@@ -95,6 +95,14 @@ class ModelCache:
             model.covariance = get_covariance(model.pipe, captions=captions, cache_dir=cache_dir)
         return model.covariance
 
+    def warm(self, base: str) -> CachedModel:
+        """Load `base` and its covariance now (at worker start), so that the first job
+        waits for neither; a job that arrives meanwhile waits on the same locks."""
+        model = self.get(base)
+        with model.lock:
+            self.covariance(model)
+        return model
+
     def stats(self, model: CachedModel) -> dict[str, Any]:
         """What a job result records about the cache (tests assert warm workers reuse it)."""
         return {
@@ -120,3 +128,26 @@ def get_model_cache() -> ModelCache:
     """This process's cache, sized and placed by the Settings."""
     settings = get_settings()
     return ModelCache(settings.model_cache_size, resolve_device(settings.device))
+
+
+def warm_in_background() -> threading.Thread | None:
+    """Warm this process's cache with the configured base model on a daemon thread (unless
+    `worker_warm_start` is off); a failure is logged, and the first job reports it."""
+    settings = get_settings()
+    if not settings.worker_warm_start:
+        return None
+
+    def warm() -> None:
+        started = time.monotonic()
+        try:
+            get_model_cache().warm(settings.base_model)
+        except Exception:
+            log.warning("could not warm base model %s", settings.base_model, exc_info=True)
+            return
+        log.info(
+            "warm: %s and its covariance in %.2fs", settings.base_model, time.monotonic() - started
+        )
+
+    thread = threading.Thread(target=warm, name="warm-base-model", daemon=True)
+    thread.start()
+    return thread

@@ -17,6 +17,7 @@ from app.jobs.runner import run_job
 from app.jobs.sweeper import start_sweeper, stop_sweeper
 from app.webhooks.delivery import start_dispatcher, stop_dispatcher
 from workers import handlers
+from workers.model_cache import warm_in_background
 
 
 @celery_app.task(name=TASK_FOR_KIND[JobKind.ping][0])
@@ -40,6 +41,7 @@ def _start_sweeper(**_: Any) -> None:
     limit_idle_transactions(get_engine(), 2 * get_settings().job_stale_after_s)
     start_sweeper()
     start_dispatcher()  # webhooks: retries, and what this and other processes just ended
+    warm_in_background()
 
 
 @worker_shutdown.connect

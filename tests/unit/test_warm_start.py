@@ -1,0 +1,62 @@
+"""A worker loads its base model and covariance when it starts, so the first fit waits for
+neither (bench.first_image)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.db import session_scope
+from app.jobs.models import Job, JobState
+from app.jobs.runner import run_job
+from tests.conftest import reset_caches
+from tests.support.tiny_model import save_tiny_model
+from tests.unit.test_handlers import _fit_job
+from workers import handlers
+from workers.model_cache import get_model_cache, warm_in_background
+
+
+@pytest.fixture
+def tiny(embedded_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory):  # type: ignore[no-untyped-def]
+    for name, value in save_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model").items():
+        monkeypatch.setenv(name, value)
+    get_model_cache.cache_clear()
+    yield monkeypatch
+    get_model_cache.cache_clear()
+
+
+def test_a_warm_worker_has_the_model_and_covariance_before_its_first_fit(tiny) -> None:  # type: ignore[no-untyped-def]
+    tiny.setenv("STUDIO_WORKER_WARM_START", "1")
+    reset_caches()
+    thread = warm_in_background()
+    assert thread is not None
+    thread.join(timeout=120)
+    cache = get_model_cache()
+    assert cache.loads == 1
+    (model,) = cache._models.values()
+    assert model.covariance is not None
+    _, _, job_id = _fit_job(steps=2)
+    run_job(job_id, handlers.fit)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.state == JobState.succeeded, job.error
+        assert job.result is not None
+        assert job.result["model_loads"] == 1 and job.result["model_cache_hits"] >= 1
+
+
+def test_warm_start_can_be_turned_off(tiny) -> None:  # type: ignore[no-untyped-def]
+    tiny.setenv("STUDIO_WORKER_WARM_START", "0")
+    reset_caches()
+    assert warm_in_background() is None
+    assert get_model_cache().loads == 0
+
+
+def test_a_base_model_that_cannot_load_is_logged_not_raised(tiny, caplog) -> None:  # type: ignore[no-untyped-def]
+    tiny.setenv("STUDIO_WORKER_WARM_START", "1")
+    tiny.setenv("STUDIO_BASE_MODEL", "/nonexistent/model")
+    reset_caches()
+    thread = warm_in_background()
+    assert thread is not None
+    thread.join(timeout=60)
+    assert "could not warm base model /nonexistent/model" in caplog.text
