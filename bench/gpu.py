@@ -125,17 +125,20 @@ def bench_end_to_end(pipe, cov, device: str, steps: int, size: int) -> dict:  # 
     """Wall time of the worker's fit call, warm: 4 photos in, concept file bytes out.
 
     The same call as `workers.handlers.fit` makes (the worker's batch for this architecture
-    and device, the library's defaults otherwise, fp32 weights as the model cache loads
-    them); only the database reads and writes around it are left out."""
+    and device, the library's defaults otherwise, and the weights' dtype `load_pipeline`
+    gives the worker: fp16 on CUDA, which the fit upcasts, fp32 on a CPU); only the database
+    reads and writes around it are left out."""
     batch, accum = default_batch(architecture(pipe), device == "cuda")
     config = FitConfig(steps=steps, batch_size=batch, grad_accum=accum, resolution=size, seed=0)
     photos = _images(4, size)
+    pipe.to(dtype=torch.float16 if device == "cuda" else torch.float32)
     _reset_peak(device)
     _sync(device)
     start = time.perf_counter()
     concept = fit_concept(pipe, photos, "<e2e>", "dog", config, cov)
     data = concept_to_bytes(concept)
     _sync(device)
+    pipe.to(dtype=torch.float32)
     return {
         "steps": steps,
         "batch": f"{batch}×{accum}",
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         row = bench_end_to_end(pipe, cov, device, args.end_to_end_steps, size)
         rows["end_to_end"].append(row)
         print(
-            f"| the worker's fit call (fp32 weights; bf16 autocast on CUDA) | {row['steps']} | "
+            f"| the worker's fit call (CUDA: fp16 weights, upcast; bf16 autocast) | "
+            f"{row['steps']} | "
             f"{row['batch']} | {row['wall_s']:.1f} | {row['peak_gib']:.1f} |",
             flush=True,
         )
