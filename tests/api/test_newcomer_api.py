@@ -98,6 +98,8 @@ def test_a_canceled_or_failed_fit_can_be_fitted_again(make_user) -> None:  # typ
     page = alice.get(f"/concepts/{concept['id']}").text
     assert 'data-testid="fit-again"' in page and 'id="fit-again-row" hidden' not in page
     assert "same 4 photos, same settings (33 steps)" in page
+    assert "This fit was canceled." in page  # and no empty progress bar, dashes and loss box
+    assert 'data-testid="fit-live" hidden' in page
     assert bob.post(f"{url}/fit").status_code == 404
 
     again = alice.post(f"{url}/fit")
