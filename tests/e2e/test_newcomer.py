@@ -115,6 +115,7 @@ def test_new_concept_says_the_limits_before_submitting(  # type: ignore[no-untyp
     page.set_input_files("#photos", [*map(str, _photo_files(tmp_path, 11)), str(broken)])
     hint = page.locator("#photo-hint")
     expect(hint).to_contain_text("broken.png (not a readable image)")
+    expect(hint).to_contain_text("Then 11 photos: at most 10 are accepted")  # both at once
     expect(page.locator(".thumb.broken")).to_have_count(1)
     page.click(".thumb.broken button")
     expect(hint).to_have_text("11 photos: at most 10 are accepted — remove 1.")
