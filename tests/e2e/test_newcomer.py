@@ -236,7 +236,7 @@ def test_waiting_is_visible_and_the_end_is_announced(  # type: ignore[no-untyped
     learning = [i for i, p in enumerate(phases) if p == "Learning your subject…"]
     assert loading and (not learning or loading[0] < learning[0]), phases
     assert "Drawing its samples…" in phases, phases
-    assert any(t.startswith("100% Patient") for t in seen["title"]), seen["title"]
-    assert any(t.startswith("✓ Ready: Patient · ") for t in seen["title"]), seen["title"]
+    assert "100% Patient · Perfusion Studio" in seen["title"], seen["title"]  # named once
+    assert "✓ Ready: Patient · Perfusion Studio" in seen["title"], seen["title"]
     assert seen["note"] == ["Ready: Patient"]
     context.close()
