@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -239,4 +240,29 @@ def test_waiting_is_visible_and_the_end_is_announced(  # type: ignore[no-untyped
     assert "100% Patient · Perfusion Studio" in seen["title"], seen["title"]  # named once
     assert "✓ Ready: Patient · Perfusion Studio" in seen["title"], seen["title"]
     assert seen["note"] == ["Ready: Patient"]
+    context.close()
+
+
+def test_sample_photos_fill_the_form_and_take_a_free_token(studio: Stack, browser) -> None:  # type: ignore[no-untyped-def]
+    """A sample set tried a second time filled its taken token, which the form then refused."""
+    base = studio.base_url
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    sign_up(page, base, "sampler")
+    page.goto(f"{base}/concepts/new")
+    page.click("button.sample-set >> nth=0")
+    expect(page.locator("[data-testid=thumbs] .thumb")).to_have_count(4)
+    expect(page.locator("#token")).to_have_value("<candy>")
+    page.wait_for_selector("#token-hint.ok")
+    page.click("#advanced summary")
+    page.fill("#steps", "1")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r".*/concepts/[0-9a-f-]{36}$"))
+    job_id = page.get_attribute("#concept", "data-job-id")
+    page.request.post(f"{base}/api/jobs/{job_id}/cancel", headers={"Origin": base})
+    page.goto(f"{base}/concepts/new")
+    page.click("button.sample-set >> nth=0")
+    expect(page.locator("#token")).to_have_value("<candy-2>")
+    expect(page.locator("#token-hint")).to_have_text("<candy-2> is free.")
+    no_horizontal_overflow(page)
     context.close()
