@@ -54,6 +54,22 @@ class Wait:
     """A generation with a fit running or queued ahead of it (a fit takes minutes)."""
 
 
+def _left_s(
+    typical: float, started: datetime | None, progress: float | None, now: datetime
+) -> float:
+    """What a running job has left: from its own pace once it has made some progress (a
+    2,000-step fit behind a median of 6-step ones is not a minute from done), else the typical
+    duration less the time it has run."""
+    ran = (now - _naive(started)).total_seconds() if started else 0.0
+    if progress and MIN_PROGRESS <= progress < 1:
+        return ran * (1 - progress) / progress
+    return max(0.0, typical - ran)
+
+
+MIN_PROGRESS = 0.01
+"""Below 1 % the pace is mostly the model loading: the typical duration says more."""
+
+
 def estimated_wait(session: Session, job: Job) -> Wait | None:
     """How long until a worker picks this queued job up; None when it is not queued."""
     if job.state != JobState.queued:
@@ -63,7 +79,7 @@ def estimated_wait(session: Session, job: Job) -> Wait | None:
         session.info["wait_estimates"] = (
             {kind: typical_duration_s(session, kind) for kind in JobKind},
             session.execute(
-                select(Job.kind, Job.started_at).where(Job.state == JobState.running)
+                select(Job.kind, Job.started_at, Job.progress).where(Job.state == JobState.running)
             ).all(),
         )
     typical, running = session.info["wait_estimates"]
@@ -74,9 +90,8 @@ def estimated_wait(session: Session, job: Job) -> Wait | None:
         )
     ).all()
     left = sum(
-        max(0.0, typical[kind] - ((now - _naive(started)).total_seconds() if started else 0.0))
-        for kind, started in running
+        _left_s(typical[kind], started, progress, now) for kind, started, progress in running
     )
     work = left + sum(typical[kind] for kind in ahead)
-    fits_ahead = any(kind == JobKind.fit for kind, _ in running) or JobKind.fit in ahead
+    fits_ahead = any(kind == JobKind.fit for kind, *_ in running) or JobKind.fit in ahead
     return Wait(round(work / max(1, len(running)), 1), job.kind != JobKind.fit and fits_ahead)

@@ -49,6 +49,14 @@ def sample_prompt(session: Session, concept: Concept) -> str | None:
     return samples[0].prompt if samples else None
 
 
+def sample_strength(session: Session, concept: Concept) -> float | None:
+    """The strength the concept's samples were drawn at (the page said 1.0 for all of them;
+    they are drawn at the default, 0.5 since the one-default change)."""
+    samples = [g for g in _sample_generations(session, concept) if g.images]
+    strength = samples[0].params.get("strength") if samples else None
+    return float(strength) if isinstance(strength, int | float) else None
+
+
 def samples_pending(session: Session, concept: Concept) -> bool:
     """A sample generation (after an import) is queued or running."""
     active = (JobState.queued, JobState.running)

@@ -127,6 +127,7 @@ def concept_page(
         concept=out,
         facts=concept_facts.training_facts(out.settings),
         sample_prompt=concept_facts.sample_prompt(session, concept),
+        sample_strength=concept_facts.sample_strength(session, concept),
         limits=job_params,
         samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
     )

@@ -63,8 +63,12 @@ function photoProblem() {
   const good = photos.filter((p) => p.ok !== false).length;
   const broken = photos.filter((p) => p.ok === false);
   const total = photos.reduce((sum, p) => sum + p.file.size, 0);
-  if (broken.length) return `Remove ${broken.map((p) => `${p.file.name} (${p.why})`).join(", ")}.`;
-  if (photos.length > MAX_PHOTOS) return `${photos.length} photos: at most ${MAX_PHOTOS} are accepted — remove ${photos.length - MAX_PHOTOS}.`;
+  const tooMany = (n) => `${n} photos: at most ${MAX_PHOTOS} are accepted — remove ${n - MAX_PHOTOS}.`;
+  if (broken.length) {  // and, if the rest are too many too, that as well: both at once
+    const remove = `Remove ${broken.map((p) => `${p.file.name} (${p.why})`).join(", ")}.`;
+    return good > MAX_PHOTOS ? `${remove} Then ${tooMany(good)}` : remove;
+  }
+  if (photos.length > MAX_PHOTOS) return tooMany(photos.length);
   if (total > MAX_TOTAL_BYTES) return `The photos add up to ${(total / MB).toFixed(0)} MB; at most ${MAX_TOTAL_BYTES / MB} MB in all.`;
   if (good < MIN_PHOTOS) return `Add at least ${MIN_PHOTOS} photos (4 work well).`;
   return "";
@@ -200,7 +204,8 @@ function describeTraining(meta) {
   if (training.steps) parts.push(`trained ${training.steps} steps${training.n_images ? ` on ${training.n_images} photos` : ""}`);
   if (training.resolution) parts.push(`${training.resolution} px`);
   if (typeof training.final_loss === "number") parts.push(`final loss ${training.final_loss.toFixed(4)}`);
-  if (meta.base_model_id) parts.push(`base ${meta.base_model_id}`);
+  // The last two parts, as the concept page says it ("toyworld/model", not a server's path).
+  if (meta.base_model_id) parts.push(`base ${meta.base_model_id.replace(/\/+$/, "").split("/").slice(-2).join("/")}`);
   return parts.join(" · ");
 }
 
@@ -270,7 +275,9 @@ for (const button of document.querySelectorAll("button.sample-set")) {
       photos.splice(0, photos.length);
       addFiles(files);
       nameInput.value = button.dataset.name;
-      tokenInput.value = button.dataset.token;
+      // Tried before? <candy> is then taken: a free variant (<candy-2>), as an import takes.
+      const free = await api(`/api/concepts/free-token?token=${encodeURIComponent(button.dataset.token)}`).catch(() => null);
+      tokenInput.value = free && free.valid ? free.token : button.dataset.token;
       tokenEdited = true;
       $("#superclass").value = button.dataset.superclass;
       scheduleCheck();

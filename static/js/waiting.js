@@ -15,10 +15,12 @@ function roundWait(s) {
 }
 
 const baseTitle = document.title;
+const siteName = baseTitle.split(" · ").pop();
 
-/** Show progress (0–1) or a final word in the tab's title. */
+/** Show progress or a final word in the tab's title, in place of the page's own name (the
+ * text names the concept: "37% Rex · Perfusion Studio", not "37% Rex · Rex · …"). */
 export function titleProgress(text) {
-  document.title = text ? `${text} · ${baseTitle}` : baseTitle;
+  document.title = text ? `${text} · ${siteName}` : baseTitle;
 }
 
 /** Ask for notification permission (call from a click). */

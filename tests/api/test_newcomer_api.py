@@ -98,6 +98,8 @@ def test_a_canceled_or_failed_fit_can_be_fitted_again(make_user) -> None:  # typ
     page = alice.get(f"/concepts/{concept['id']}").text
     assert 'data-testid="fit-again"' in page and 'id="fit-again-row" hidden' not in page
     assert "same 4 photos, same settings (33 steps)" in page
+    assert "This fit was canceled." in page  # and no empty progress bar, dashes and loss box
+    assert 'data-testid="fit-live" hidden' in page
     assert bob.post(f"{url}/fit").status_code == 404
 
     again = alice.post(f"{url}/fit")
@@ -224,3 +226,22 @@ def test_the_toy_world_offers_sample_photo_sets(make_user, anon) -> None:  # typ
         response = anon.get(f"/examples/candy/photo-{k}.png")
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         assert response.content == (EXAMPLES_DIR / "candy" / f"photo-{k}.png").read_bytes()
+
+
+def test_the_samples_say_the_strength_they_were_drawn_at(make_user) -> None:  # type: ignore[no-untyped-def]
+    """They said "strength 1.0" whatever it was; a fit draws them at the default, 0.5."""
+    from app.generations.models import Generation
+    from app.jobs.params import DEFAULT_STRENGTH
+
+    user = make_user()
+    concept = create_concept(user)
+    mark_ready(concept["id"], samples=2)
+    page = user.get(f"/concepts/{concept['id']}").text
+    assert "strength 1.0" not in page and "· strength" not in page  # not recorded: not said
+    with session_scope() as session:
+        sample = session.scalars(
+            select(Generation).where(Generation.concept_id == uuid.UUID(concept["id"]))
+        ).one()
+        sample.params = {**sample.params, "strength": DEFAULT_STRENGTH}
+    page = user.get(f"/concepts/{concept['id']}").text
+    assert f"” · strength {DEFAULT_STRENGTH:.2f}</p>" in page

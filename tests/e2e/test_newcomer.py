@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,7 @@ def test_new_concept_says_the_limits_before_submitting(  # type: ignore[no-untyp
     page.set_input_files("#photos", [*map(str, _photo_files(tmp_path, 11)), str(broken)])
     hint = page.locator("#photo-hint")
     expect(hint).to_contain_text("broken.png (not a readable image)")
+    expect(hint).to_contain_text("Then 11 photos: at most 10 are accepted")  # both at once
     expect(page.locator(".thumb.broken")).to_have_count(1)
     page.click(".thumb.broken button")
     expect(hint).to_have_text("11 photos: at most 10 are accepted — remove 1.")
@@ -235,7 +237,32 @@ def test_waiting_is_visible_and_the_end_is_announced(  # type: ignore[no-untyped
     learning = [i for i, p in enumerate(phases) if p == "Learning your subject…"]
     assert loading and (not learning or loading[0] < learning[0]), phases
     assert "Drawing its samples…" in phases, phases
-    assert any(t.startswith("100% Patient") for t in seen["title"]), seen["title"]
-    assert any(t.startswith("✓ Ready: Patient · ") for t in seen["title"]), seen["title"]
+    assert "100% Patient · Perfusion Studio" in seen["title"], seen["title"]  # named once
+    assert "✓ Ready: Patient · Perfusion Studio" in seen["title"], seen["title"]
     assert seen["note"] == ["Ready: Patient"]
+    context.close()
+
+
+def test_sample_photos_fill_the_form_and_take_a_free_token(studio: Stack, browser) -> None:  # type: ignore[no-untyped-def]
+    """A sample set tried a second time filled its taken token, which the form then refused."""
+    base = studio.base_url
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    sign_up(page, base, "sampler")
+    page.goto(f"{base}/concepts/new")
+    page.click("button.sample-set >> nth=0")
+    expect(page.locator("[data-testid=thumbs] .thumb")).to_have_count(4)
+    expect(page.locator("#token")).to_have_value("<candy>")
+    page.wait_for_selector("#token-hint.ok")
+    page.click("#advanced summary")
+    page.fill("#steps", "1")
+    page.click("#submit")
+    page.wait_for_url(re.compile(r".*/concepts/[0-9a-f-]{36}$"))
+    job_id = page.get_attribute("#concept", "data-job-id")
+    page.request.post(f"{base}/api/jobs/{job_id}/cancel", headers={"Origin": base})
+    page.goto(f"{base}/concepts/new")
+    page.click("button.sample-set >> nth=0")
+    expect(page.locator("#token")).to_have_value("<candy-2>")
+    expect(page.locator("#token-hint")).to_have_text("<candy-2> is free.")
+    no_horizontal_overflow(page)
     context.close()

@@ -152,6 +152,17 @@ def test_docs_work_offline_under_a_csp_without_inline_scripts(client: TestClient
     assert client.get("/openapi.json").status_code == 200
 
 
+def test_docs_list_each_operation_under_one_tag(client: TestClient) -> None:
+    """/docs showed the token routes twice, under "auth" and "tokens" (the router's tag and
+    the route's added up)."""
+    paths = client.get("/openapi.json").json()["paths"]
+    tags = {
+        f"{m.upper()} {p}": op.get("tags", []) for p, ops in paths.items() for m, op in ops.items()
+    }
+    assert all(len(t) == 1 for t in tags.values()), {k: t for k, t in tags.items() if len(t) != 1}
+    assert tags["GET /api/tokens"] == ["tokens"] and tags["POST /api/auth/login"] == ["auth"]
+
+
 def test_upload_refusals_raised_anywhere_become_their_4xx(small: TestClient) -> None:
     app = small.app
     assert isinstance(app, FastAPI)

@@ -50,3 +50,21 @@ def test_a_generation_behind_a_running_and_a_queued_fit(embedded_env: Path) -> N
         session.info.pop("wait_estimates")  # read once per session: a new request sees it
         two_workers = estimated_wait(session, mine)  # two running: two workers share the queue
         assert two_workers is not None and abs(two_workers.seconds - (90 + 120 + 120) / 2) <= 1
+
+
+def test_a_long_fit_ahead_is_waited_for_at_its_own_pace(embedded_env: Path) -> None:
+    """A 2,000-step fit ahead was said to be done in the median time of short fits (50 s)."""
+    now = utcnow()
+    with session_scope() as session:
+        start = now - timedelta(hours=1)
+        make_job_row(
+            session, JobKind.fit, state=JobState.succeeded,
+            started_at=start, finished_at=start + timedelta(seconds=50),
+        )  # fmt: skip
+        make_job_row(
+            session, JobKind.fit, state=JobState.running, progress=0.1,
+            started_at=now - timedelta(seconds=60),
+        )  # fmt: skip
+        mine = make_job_row(session, JobKind.fit, created_at=now)
+        wait = estimated_wait(session, mine)
+        assert wait is not None and abs(wait.seconds - 540) <= 2  # 60 s for 10 %: 540 s left
