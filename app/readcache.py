@@ -107,9 +107,13 @@ class VersionedCache:
         self._max = max_entries
 
     def get_or_compute(
-        self, key: Hashable, compute: Callable[[], Any], keep: Callable[[Any], bool] | None = None
+        self,
+        key: Hashable,
+        compute: Callable[[], Any],
+        keep: Callable[[Any], bool] | None = None,
+        request: Request | None = None,
     ) -> Any:
-        version = data_version().current()
+        version = request_version(request) if request is not None else data_version().current()
         if version is None:
             return compute()
         with self._lock:
@@ -136,6 +140,20 @@ class VersionedCache:
 
 
 read_cache = VersionedCache()
+_bumps_here = [0]
+"""Bumps made by this process, so a request that wrote reads the version again (a racing
+increment may be lost, but the count still moves)."""
+
+
+def request_version(request: Request) -> int | None:
+    """The data version, read once per request (one Redis round trip, not one per lookup),
+    again if this process committed a write since."""
+    bumps = _bumps_here[0]
+    seen = getattr(request.state, "studio_data_version", None)
+    if seen is None or seen[0] != bumps:
+        seen = (bumps, data_version().current())
+        request.state.studio_data_version = seen
+    return seen[1]
 
 
 # -- every committed write bumps the version -------------------------------------------------
@@ -174,6 +192,7 @@ def track_writes(maker: sessionmaker[Session]) -> None:
         infos = session.info.pop("studio_conn_infos", [])
         if any([info.pop(_WROTE, False) for info in infos]):
             data_version().bump()
+            _bumps_here[0] += 1
 
     @event.listens_for(maker, "after_rollback")
     def _rolled_back(session: Session) -> None:
@@ -200,7 +219,7 @@ def cached_response(request: Request, viewer: tuple, build: Callable[[], Respons
         return response.status_code, body, response.media_type, f'"{tag}"'
 
     status, body, media_type, etag = read_cache.get_or_compute(
-        key, compute, keep=lambda answer: answer[0] == 200
+        key, compute, keep=lambda answer: answer[0] == 200, request=request
     )
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Cookie, Authorization"}
     if status == 200 and etag in _if_none_match(request):

@@ -21,7 +21,10 @@ from app.users.models import ApiToken, User
 
 
 def user_from_credentials(
-    session: Session, cookie: str | None, authorization: str | None
+    session: Session,
+    cookie: str | None,
+    authorization: str | None,
+    request: Request | None = None,
 ) -> User | None:
     """Resolve a user from a session cookie value or an `Authorization: Bearer` header.
 
@@ -32,7 +35,9 @@ def user_from_credentials(
     if authorization and authorization.lower().startswith("bearer "):
         token_hash = hash_token(authorization.split(" ", 1)[1].strip())
         found = read_cache.get_or_compute(
-            ("credentials", "token", token_hash), lambda: _token_user(session, token_hash)
+            ("credentials", "token", token_hash),
+            lambda: _token_user(session, token_hash),
+            request=request,
         )
         if found is None:
             return None
@@ -43,7 +48,9 @@ def user_from_credentials(
         user_id = read_session_value(get_settings().secret(), cookie)
         if user_id is not None:
             user = read_cache.get_or_compute(
-                ("credentials", "user", user_id), lambda: _user_columns(session.get(User, user_id))
+                ("credentials", "user", user_id),
+                lambda: _user_columns(session.get(User, user_id)),
+                request=request,
             )
             return _attach(session, user) if user is not None else None
     return None
@@ -110,9 +117,11 @@ def _touch(token_id: Any, last_used_at: datetime | None) -> None:
 
 
 def optional_user(request: Request, session: SessionDep) -> User | None:
-    return user_from_credentials(
-        session, request.cookies.get(SESSION_COOKIE), request.headers.get("authorization")
+    cookie, authorization = (
+        request.cookies.get(SESSION_COOKIE),
+        request.headers.get("authorization"),
     )
+    return user_from_credentials(session, cookie, authorization, request)
 
 
 async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
