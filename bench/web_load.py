@@ -2,15 +2,15 @@
 
     python -m bench.web_load [--clients 50] [--duration 20]
 
-Starts `perfusion-studio serve` (one uvicorn process) in production mode on 127.0.0.1 with a
-fresh PostgreSQL database and its own Redis database (broker + progress bus), and no worker:
-this measures the web tier, and submitted generations simply queue. Quotas and the auth rate
-limit are raised for the run (it measures throughput, not refusals). Setup signs up a few
-users, gives each an API token and imports public concepts (synthetic but valid Perfusion
-files). Then for a bounded duration each client loops without think time over: browse public
-concepts (JSON), open a concept page (HTML), read a concept (JSON), submit a generation with
-the concept's token (weights 4:3:2:1). Reported: p50/p95/p99 latency, throughput and errors
-(non-2xx or transport failures) per kind and overall.
+Starts `perfusion-studio serve` (one web process per core unless STUDIO_WEB_WORKERS says) in
+production mode on 127.0.0.1 with a fresh PostgreSQL database and its own Redis database (broker
++ progress bus), and no worker: this measures the web tier, and submitted generations simply
+queue. Quotas and the auth rate limit are raised for the run (it measures throughput, not
+refusals). Setup signs up a few users, gives each an API token and imports public concepts
+(synthetic but valid Perfusion files). Then for a bounded duration each client loops without
+think time over: browse public concepts (JSON), open a concept page (HTML), read a concept
+(JSON), submit a generation with the concept's token (weights 4:3:2:1). Reported: p50/p95/p99
+latency, throughput and errors (non-2xx or transport failures) per kind and overall.
 
 Progress latency: a client holds the websocket of one of its queued jobs, the benchmark
 publishes an event to that job's Redis stream exactly as a worker does
@@ -71,6 +71,16 @@ def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def web_processes() -> str:
+    """How many web processes `serve` runs in the benchmarks' production environment."""
+    import os
+
+    set_to = os.environ.get("STUDIO_WEB_WORKERS")
+    count = int(set_to) if set_to else len(os.sched_getaffinity(0))
+    plural = "es" if count > 1 else ""
+    return f"{count} web process{plural} (`serve`: one per core unless STUDIO_WEB_WORKERS)"
 
 
 def concept_files(count: int) -> list[bytes]:
@@ -360,7 +370,7 @@ def render(result: LoadResult) -> str:
     text = table(headers, rows) + "\n\n"
     text += (
         f"{result.clients} concurrent clients, {result.duration_s:.0f} s, no think time, against "
-        "one uvicorn process (PostgreSQL + Redis, no worker attached: generations queue). "
+        f"{web_processes()} (PostgreSQL + Redis, no worker attached: generations queue). "
         f"Goal (ours; the brief set none): p95 ≤ {GOAL_P95_MS:.0f} ms and no errors — "
         f"{verdict(p95 <= GOAL_P95_MS and errors == 0)} (p95 {p95:.0f} ms, {errors} errors)."
     )

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 
 from bench.common import machine_header, table
-from bench.web_load import Server, setup_data
+from bench.web_load import Server, setup_data, web_processes
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -78,7 +78,7 @@ def main() -> None:
     print(header + "\n")
     print(
         table(["URL", "req/s", "p50 (ms)", "p90 (ms)", "p99 (ms)", "errors"], rows)
-        + f"\n\n`wrk -t1 -c{args.connections} -d{args.duration}s` per URL, one uvicorn process "
+        + f"\n\n`wrk -t1 -c{args.connections} -d{args.duration}s` per URL, {web_processes()} "
         "(PostgreSQL + Redis), 12 public concepts."
     )
 
