@@ -38,6 +38,11 @@ def main() -> None:
     from sqlalchemy import create_engine, event, text
 
     name = f"bench_profile_{secrets.token_hex(4)}"
+    import redis
+
+    bench_redis = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    if bench_redis.dbsize():  # as bench.web_load's Server: its own Redis db, emptied after
+        raise SystemExit(f"{REDIS_URL} is not empty: refusing to use (and flush) it")
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -121,6 +126,7 @@ def main() -> None:
                   f"{' (cold: read cache bumped each time)' if args.cold else ''} ===")  # fmt: skip
             print("\n".join(out.getvalue().splitlines()[: args.top + 12]))
     finally:
+        bench_redis.flushdb()  # rate-limit counters, imports' sample jobs, the data version
         try:
             from app.db import get_engine
 
