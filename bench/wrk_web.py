@@ -68,6 +68,10 @@ def main() -> None:
             ("concept page", f"/concepts/{concepts[0]['id']}", signed_in),
             ("public list (JSON)", "/api/concepts/public", signed_in),
         ]
+        etag = httpx.get(server.url + "/", headers=signed_in).headers.get("etag")
+        if etag:  # a browser revalidating its copy: 304 while nothing it can see changed
+            revalidate = {**signed_in, "If-None-Match": etag}
+            targets.append(("browse page, signed in, If-None-Match (304)", "/", revalidate))
         rows = []
         for label, path, headers in targets:
             r = wrk(server.url + path, args.connections, args.duration, headers)
