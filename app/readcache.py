@@ -58,9 +58,9 @@ class LocalVersion:
 class RedisVersion:
     """Production: one Redis key that every process bumps (INCR) and reads (GET).
 
-    Redis unreachable: `current` answers None (nothing is cached or served from cache) and a
-    failed bump is logged; caches of other processes can then only be behind until Redis
-    answers again, when they see a new number. A key missing (Redis restarted empty) is
+    Redis unreachable: `current` answers None (nothing is cached or served from cache). A
+    bump that failed is owed: made before this process next reads the version, so no cache
+    outlives the write by more than Redis's absence. A key missing (Redis restarted empty) is
     re-created from the clock, so the counter never returns to a number already seen.
     """
 
@@ -68,23 +68,34 @@ class RedisVersion:
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._owed = False
+        self._warned_at = -60.0
 
     def current(self) -> int | None:
         try:
+            if self._owed:
+                self._redis.incr(VERSION_KEY)
+                self._owed = False
             value = self._redis.get(VERSION_KEY)
             if value is None:
                 self._redis.set(VERSION_KEY, time.time_ns(), nx=True)
                 value = self._redis.get(VERSION_KEY)
             return int(value) if value is not None else None
         except Exception as exc:  # noqa: BLE001 - a cache must never fail a request
-            log.warning("data version unreadable (%s): not caching", exc.__class__.__name__)
+            self._warn(f"data version unreadable ({exc.__class__.__name__}): not caching")
             return None
 
     def bump(self) -> None:
         try:
             self._redis.incr(VERSION_KEY)
         except Exception as exc:  # noqa: BLE001
-            log.warning("data version bump failed: %s", exc.__class__.__name__)
+            self._owed = True
+            self._warn(f"data version bump failed ({exc.__class__.__name__}): owed")
+
+    def _warn(self, message: str) -> None:
+        if time.monotonic() - self._warned_at >= 60:  # once a minute, not once a request
+            self._warned_at = time.monotonic()
+            log.warning(message)
 
 
 def data_version() -> LocalVersion | RedisVersion:

@@ -134,3 +134,24 @@ def test_etag_answers_304_only_to_its_viewer_and_only_until_a_write(world) -> No
         _rename(world["concept"], f"Renamed {uuid.uuid4().hex[:4]}")
         fresh = client.get(url, headers={"If-None-Match": etag})
         assert fresh.status_code == 200 and fresh.headers["etag"] != etag
+
+
+def test_redis_version_owes_a_failed_bump_and_never_repeats_a_number() -> None:
+    import redis
+
+    from app.readcache import VERSION_KEY, RedisVersion
+
+    url = "redis://127.0.0.1:6379/13"
+    client = redis.Redis.from_url(url)
+    client.delete(VERSION_KEY)
+    version = RedisVersion(url)
+    first = version.current()
+    assert first is not None and first > 10**15  # re-created from the clock, not from 0
+    version.bump()
+    assert version.current() == first + 1
+    broken = RedisVersion("redis://127.0.0.1:1/0")  # nothing listens there
+    assert broken.current() is None  # no caching while Redis is away
+    broken.bump()  # a commit while Redis is away: the bump is owed
+    broken._redis = version._redis  # Redis is back (same server)
+    assert broken.current() == first + 2
+    client.delete(VERSION_KEY)
