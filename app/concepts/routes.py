@@ -125,12 +125,12 @@ def public_concepts(
     q: Search = "", page: Page = 1, per_page: PerPage = 12,
 ) -> Response:  # fmt: skip
     """Everyone's public concepts, newest first; `q` searches name and superclass."""
-    return cached_response(
-        request,
-        viewer.key,
-        lambda: _json(views.list_concepts(session, viewer, mine=False, q=q, page=page,
-                                          per_page=per_page)),
-    )  # fmt: skip
+
+    def build() -> Response:
+        return _json(views.list_concepts(session, viewer, mine=False, q=q, page=page,
+                                         per_page=per_page))  # fmt: skip
+
+    return cached_response(request, viewer.key, build)
 
 
 @router.get("/check-token")
