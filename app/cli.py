@@ -16,8 +16,14 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     mode = "embedded (SQLite, in-process worker)" if settings.embedded else "production"
-    print(f"Perfusion Studio [{mode}] on http://{host}:{port}/", flush=True)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    workers = settings.web_processes
+    print(
+        f"Perfusion Studio [{mode}] on http://{host}:{port}/ ({workers} web processes)", flush=True
+    )
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=host, port=port, log_level="info",
+        workers=workers,
+    )  # fmt: skip
     return 0
 
 

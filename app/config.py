@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
     public_url: str = ""
     """Origin people reach the app at (for share links and Origin checks); empty = host:port."""
     worker_concurrency: int = 1
+    web_workers: int | None = None
+    """Web server processes `serve` starts; unset = one per CPU core in production, 1 in the
+    embedded default (its worker, SQLite writer and read-cache version live in that process)."""
     job_max_attempts: int = 3
     fit_steps: int | None = None
     """Optimisation steps of a fit; unset = 400 in production (GPU), 80 embedded (CPU)."""
@@ -115,7 +119,25 @@ class Settings(BaseSettings):
                 raise ValueError("STUDIO_SECRET_KEY must be set in production")
             if not self.database_url or not self.redis_url:
                 raise ValueError("production needs STUDIO_DATABASE_URL and STUDIO_REDIS_URL")
+        if self.embedded and (self.web_workers or 1) > 1:
+            raise ValueError(
+                "the embedded default runs one web process (STUDIO_WEB_WORKERS=1): its worker "
+                "and read cache live in it; set STUDIO_REDIS_URL for more"
+            )
         return self
+
+    @property
+    def web_processes(self) -> int:
+        """How many web processes `serve` runs (STUDIO_WEB_WORKERS, else per the mode)."""
+        if self.web_workers:
+            return self.web_workers
+        if self.embedded:
+            return 1
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
 
     @property
     def default_fit_steps(self) -> int:

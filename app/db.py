@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import app.models  # noqa: F401  (every mapper must be known before the first query)
 from app.config import get_settings
+from app.readcache import track_writes
 
 
 def make_engine(url: str) -> Engine:
@@ -48,7 +49,9 @@ def get_engine() -> Engine:
 
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+    maker = sessionmaker(bind=get_engine(), expire_on_commit=False)
+    track_writes(maker)  # each committed write bumps the read cache's data version
+    return maker
 
 
 @contextmanager

@@ -1,15 +1,19 @@
 """Where a browse request's time goes: cProfile and a query count, in process.
 
-    python -m bench.profile_web [--requests 50] [--path /api/concepts/public]
+    python -m bench.profile_web [--requests 50] [--path /api/concepts/public] [--cold]
 
 The app in production mode on a fresh PostgreSQL database and Redis (as bench.web_load), the
-same seeded data (users with API tokens, public imported concepts), driven through Starlette's
-TestClient so the profile holds the whole request: middleware, auth, queries, rendering.
+same seeded data (users with API tokens, public imported concepts). The profiled requests go
+through httpx's ASGI transport on this thread, with anyio's worker threads run inline, so the
+profile holds the whole request: middleware, auth, queries, rendering (Starlette's TestClient
+runs the app on another thread, where cProfile saw only lock waits). `--cold` bumps the data
+version before each request: every answer is computed (the read cache's misses), not reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import io
 import os
@@ -26,12 +30,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--path", action="append", default=[])
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--cold", action="store_true", help="no read-cache hits")
+    parser.add_argument("--sort", default="cumulative", help="pstats key, e.g. tottime")
     args = parser.parse_args()
     paths = args.path or ["/api/concepts/public", "/", "/concepts/{id}"]
 
     from sqlalchemy import create_engine, event, text
 
     name = f"bench_profile_{secrets.token_hex(4)}"
+    import redis
+
+    bench_redis = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    if bench_redis.dbsize():  # as bench.web_load's Server: its own Redis db, emptied after
+        raise SystemExit(f"{REDIS_URL} is not empty: refusing to use (and flush) it")
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -69,7 +80,26 @@ def main() -> None:
             )
             response.raise_for_status()
             concept_ids.append(response.json()["id"])
-        client.headers["Authorization"] = f"Bearer {tokens[0]}"
+        client.close()
+        import anyio.to_thread
+        import httpx
+
+        from app.readcache import data_version
+
+        async def inline(func, *args, **_kwargs):  # type: ignore[no-untyped-def]
+            return func(*args)
+
+        anyio.to_thread.run_sync = inline  # sync routes and dependencies on this thread
+        loop = asyncio.new_event_loop()
+        profiled = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://127.0.0.1:8000",
+            headers={**origin, "Authorization": f"Bearer {tokens[0]}"},
+        )  # fmt: skip
+
+        def get(target: str) -> None:
+            if args.cold:
+                data_version().bump()
+            loop.run_until_complete(profiled.get(target)).raise_for_status()
 
         queries: Counter[str] = Counter()
 
@@ -80,21 +110,23 @@ def main() -> None:
         for path in paths:
             current = path
             target = path.format(id=concept_ids[0])
-            client.get(target).raise_for_status()  # warm
+            get(target)  # warm
             queries[path] = 0
             profile = cProfile.Profile()
             started = time.perf_counter()
             profile.enable()
             for _ in range(args.requests):
-                client.get(target).raise_for_status()
+                get(target)
             profile.disable()
             elapsed = (time.perf_counter() - started) / args.requests * 1000
             out = io.StringIO()
-            pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(args.top)
+            pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(args.top)
             print(f"\n=== GET {path}: {elapsed:.1f} ms/request in process, "
-                  f"{queries[path] / args.requests:.1f} queries/request ===")  # fmt: skip
+                  f"{queries[path] / args.requests:.1f} queries/request"
+                  f"{' (cold: read cache bumped each time)' if args.cold else ''} ===")  # fmt: skip
             print("\n".join(out.getvalue().splitlines()[: args.top + 12]))
     finally:
+        bench_redis.flushdb()  # rate-limit counters, imports' sample jobs, the data version
         try:
             from app.db import get_engine
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 
 from bench.common import machine_header, table
-from bench.web_load import Server, setup_data
+from bench.web_load import Server, setup_data, web_processes
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -68,6 +68,10 @@ def main() -> None:
             ("concept page", f"/concepts/{concepts[0]['id']}", signed_in),
             ("public list (JSON)", "/api/concepts/public", signed_in),
         ]
+        etag = httpx.get(server.url + "/", headers=signed_in).headers.get("etag")
+        if etag:  # a browser revalidating its copy: 304 while nothing it can see changed
+            revalidate = {**signed_in, "If-None-Match": etag}
+            targets.append(("browse page, signed in, If-None-Match (304)", "/", revalidate))
         rows = []
         for label, path, headers in targets:
             r = wrk(server.url + path, args.connections, args.duration, headers)
@@ -78,7 +82,7 @@ def main() -> None:
     print(header + "\n")
     print(
         table(["URL", "req/s", "p50 (ms)", "p90 (ms)", "p99 (ms)", "errors"], rows)
-        + f"\n\n`wrk -t1 -c{args.connections} -d{args.duration}s` per URL, one uvicorn process "
+        + f"\n\n`wrk -t1 -c{args.connections} -d{args.duration}s` per URL, {web_processes()} "
         "(PostgreSQL + Redis), 12 public concepts."
     )
 

@@ -10,6 +10,7 @@ import pytest
 from app.config import get_settings
 from app.db import get_engine, get_sessionmaker
 from app.jobs.progress import get_progress_bus
+from app.readcache import read_cache
 from app.security.ratelimit import counter_for
 
 
@@ -19,6 +20,7 @@ def reset_caches() -> None:
         get_engine().dispose()
     for cached in (get_settings, get_engine, get_sessionmaker, get_progress_bus, counter_for):
         cached.cache_clear()
+    read_cache.clear()
 
 
 @pytest.fixture

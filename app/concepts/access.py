@@ -51,6 +51,12 @@ class Viewer:
     def user_id(self) -> uuid.UUID | None:
         return self.user.id if self.user is not None else None
 
+    @property
+    def key(self) -> tuple[uuid.UUID | None, tuple[uuid.UUID, ...]]:
+        """Everything about the viewer these rules look at: what a cached answer is keyed by
+        (app.readcache), so it is only ever replayed to a viewer they treat the same."""
+        return (self.user_id, tuple(sorted(self.cookie_links)))
+
 
 def not_found(what: str = "Concept") -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found.")
@@ -82,7 +88,7 @@ def decode_shares_cookie(value: str | None) -> list[uuid.UUID]:
         return []
 
 
-def get_viewer(request: Request, user: OptionalUser) -> Viewer:
+async def get_viewer(request: Request, user: OptionalUser) -> Viewer:
     links = decode_shares_cookie(request.cookies.get(SHARES_COOKIE))
     return Viewer(user=user, cookie_links=frozenset(links))
 

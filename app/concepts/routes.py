@@ -7,7 +7,19 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi import (
+    APIRouter,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)  # fmt: skip
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from app.auth.deps import CurrentUser
 from app.concepts import basemodel, importing, refit, rules, service, sharing, views
@@ -28,6 +40,7 @@ from app.generations.service import resolve_tokens, resolved
 from app.jobs.models import JobKind
 from app.jobs.params import FIT_STEPS_MAX, FIT_STEPS_MIN, SEED_MAX, SEED_MIN
 from app.jobs.queue import job_ref
+from app.readcache import cached_response
 from app.security.ratelimit import check_job_quota, count_jobs
 from app.uploads.streaming import read_upload, read_upload_files
 from app.webhooks.urls import CallbackUrl
@@ -45,6 +58,11 @@ MASKS_HELP = (
 Page = Annotated[int, Query(ge=1, le=10_000)]
 PerPage = Annotated[int, Query(ge=1, le=60)]
 Search = Annotated[str, Query(max_length=100)]
+
+
+def _json(model: BaseModel) -> JSONResponse:
+    """What FastAPI would send for `model` as a response_model, as a response to cache."""
+    return JSONResponse(model.model_dump(mode="json", by_alias=True))
 
 
 def _refuse(exc: ConceptError) -> HTTPException:
@@ -101,12 +119,18 @@ def my_concepts(
     return views.list_concepts(session, viewer, mine=True, q=q, page=page, per_page=per_page)
 
 
-@router.get("/public")
+@router.get("/public", response_model=ConceptPage)
 def public_concepts(
-    viewer: ViewerDep, session: SessionDep, q: Search = "", page: Page = 1, per_page: PerPage = 12
-) -> ConceptPage:
+    request: Request, viewer: ViewerDep, session: SessionDep,
+    q: Search = "", page: Page = 1, per_page: PerPage = 12,
+) -> Response:  # fmt: skip
     """Everyone's public concepts, newest first; `q` searches name and superclass."""
-    return views.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=per_page)
+
+    def build() -> Response:
+        return _json(views.list_concepts(session, viewer, mine=False, q=q, page=page,
+                                         per_page=per_page))  # fmt: skip
+
+    return cached_response(request, viewer.key, build)
 
 
 @router.get("/check-token")
@@ -169,10 +193,16 @@ def import_concept(
     return views.concept_out(session, viewer, concept)
 
 
-@router.get("/{concept_id}")
-def read_concept(concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep) -> ConceptOut:
+@router.get("/{concept_id}", response_model=ConceptOut)
+def read_concept(
+    request: Request, concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
+) -> Response:
     """A concept you own, that is public, or whose share link you opened."""
-    return views.concept_out(session, viewer, get_concept(session, viewer, concept_id))
+    return cached_response(
+        request,
+        viewer.key,
+        lambda: _json(views.concept_out(session, viewer, get_concept(session, viewer, concept_id))),
+    )
 
 
 @router.patch("/{concept_id}")

@@ -64,14 +64,20 @@ def list_concepts(
                 func.lower(Concept.name).like(pattern), func.lower(Concept.superclass).like(pattern)
             )
         )
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(
-        query.order_by(Concept.created_at.desc(), Concept.id)
+    # The page and the total in one query (a window count); a page past the end has no row
+    # to carry the total, so only then is it counted on its own.
+    rows = session.execute(
+        query.add_columns(func.count().over())
+        .order_by(Concept.created_at.desc(), Concept.id)
         .offset((page - 1) * per_page)
         .limit(per_page)
-    )
+    ).all()
+    if rows:
+        total = rows[0][1]
+    else:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     return ConceptPage(
-        items=concept_outs(session, viewer, list(rows)),
+        items=concept_outs(session, viewer, [row[0] for row in rows]),
         page=page,
         per_page=per_page,
         total=int(total),

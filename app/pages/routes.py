@@ -25,6 +25,7 @@ from app.config import REPO_ROOT
 from app.deps import SessionDep, SettingsDep
 from app.jobs import params as job_params
 from app.pages import concept_facts
+from app.readcache import cached_response
 from app.static_assets import static_url
 
 router = APIRouter(include_in_schema=False)
@@ -56,18 +57,24 @@ def browse(
     session: SessionDep,
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-) -> HTMLResponse:
-    """My concepts and public concepts as cards, searchable, paginated."""
-    mine = (
-        views.list_concepts(session, viewer, mine=True, q=q, page=1, per_page=60)
-        if viewer.user is not None
-        else None
-    )
-    public = views.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=12)
-    pages = max(1, -(-public.total // public.per_page))
-    return render(
-        request, "browse.html", viewer.user, mine=mine, public=public, q=q, page=page, pages=pages
-    )
+) -> Response:
+    """My concepts and public concepts as cards, searchable, paginated (cached per viewer
+    until the next write, with an ETag)."""
+
+    def build() -> Response:
+        mine = (
+            views.list_concepts(session, viewer, mine=True, q=q, page=1, per_page=60)
+            if viewer.user is not None
+            else None
+        )
+        public = views.list_concepts(session, viewer, mine=False, q=q, page=page, per_page=12)
+        pages = max(1, -(-public.total // public.per_page))
+        return render(
+            request, "browse.html", viewer.user, mine=mine, public=public, q=q, page=page,
+            pages=pages,
+        )  # fmt: skip
+
+    return cached_response(request, viewer.key, build)
 
 
 @router.get("/signin", response_class=HTMLResponse)
@@ -114,23 +121,28 @@ def new_concept(
 @router.get("/concepts/{concept_id}", response_class=HTMLResponse)
 def concept_page(
     request: Request, concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
-) -> HTMLResponse:
-    try:
-        concept = get_concept(session, viewer, concept_id)
-    except HTTPException:
-        return not_found_page(request, viewer.user, "This concept does not exist or is not shared.")
-    out = views.concept_out(session, viewer, concept)
-    return render(
-        request,
-        "concept.html",
-        viewer.user,
-        concept=out,
-        facts=concept_facts.training_facts(out.settings),
-        sample_prompt=concept_facts.sample_prompt(session, concept),
-        sample_strength=concept_facts.sample_strength(session, concept),
-        limits=job_params,
-        samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
-    )
+) -> Response:
+    def build() -> Response:
+        try:
+            concept = get_concept(session, viewer, concept_id)
+        except HTTPException:
+            return not_found_page(
+                request, viewer.user, "This concept does not exist or is not shared."
+            )
+        out = views.concept_out(session, viewer, concept)
+        return render(
+            request,
+            "concept.html",
+            viewer.user,
+            concept=out,
+            facts=concept_facts.training_facts(out.settings),
+            sample_prompt=concept_facts.sample_prompt(session, concept),
+            sample_strength=concept_facts.sample_strength(session, concept),
+            limits=job_params,
+            samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
+        )
+
+    return cached_response(request, viewer.key, build)
 
 
 @router.get("/s/{secret}", response_class=HTMLResponse, response_model=None)

@@ -102,6 +102,9 @@ def test_lists_search_and_pagination(make_user, anon) -> None:  # type: ignore[n
     ids = {c["id"] for c in page["items"] + page2["items"]}
     assert ids == {c["id"] for c in mine}
     assert other["id"] not in ids
+    assert page2["total"] == 3 and len(page2["items"]) == 1
+    beyond = alice.get("/api/concepts", params={"per_page": 2, "page": 9}).json()
+    assert beyond["total"] == 3 and beyond["items"] == []  # no row carries the window count
     assert alice.get("/api/concepts", params={"q": "TEAPOT 1"}).json()["total"] == 1
     assert alice.get("/api/concepts", params={"q": "dog"}).json()["total"] == 0
     assert anon.get("/api/concepts").status_code == 401

@@ -32,3 +32,36 @@ def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch
     settings = Settings()
     assert settings.port == 9123
     assert settings.base_model == "runwayml/stable-diffusion-v1-5"
+
+
+PRODUCTION = {"env": "production", "database_url": "postgresql://x/y", "redis_url": "redis://z"}
+
+
+def test_web_processes_one_per_core_in_production_one_embedded(tmp_path: Path) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert Settings(data_dir=tmp_path).web_processes == 1
+    assert Settings(secret_key="s", **PRODUCTION).web_processes == cores
+    assert Settings(secret_key="s", web_workers=3, **PRODUCTION).web_processes == 3
+    # Embedded: the worker, the SQLite writer and the read cache's version are in-process.
+    with pytest.raises(ValidationError, match="one web process"):
+        Settings(data_dir=tmp_path, web_workers=2)
+
+
+def test_serve_passes_the_web_processes_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from app import cli
+    from app.config import get_settings
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    for name, value in {**PRODUCTION, "secret_key": "s", "web_workers": "4"}.items():
+        monkeypatch.setenv(f"STUDIO_{name.upper()}", value)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["serve"]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert seen["workers"] == 4 and seen["factory"] is True
