@@ -42,6 +42,8 @@ def probe(
     gen_steps: int = 20,
     guidance: float = 4.0,
     keep: Path | None = None,
+    lr_scale: float = 1.0,
+    strength: float = DEFAULT_STRENGTH,
 ) -> Probe:
     """Fit `name` from 4 photos (80 steps × batch 4, the harness recipe), then generate n images
     on each of two unseen backgrounds with the concept and with the superclass prompt; `keep`
@@ -57,7 +59,12 @@ def probe(
     train_bgs, test_bgs = backgrounds(name, 2)
     images, _ = photos(name, 4, seed, train_bgs)
     config = FitConfig(
-        steps=steps, batch_size=4, lr_embedding=6e-3, lr_value=3e-2, flip_p=0.0, seed=seed
+        steps=steps,
+        batch_size=4,
+        lr_embedding=6e-3 * lr_scale,
+        lr_value=3e-2 * lr_scale,
+        flip_p=0.0,
+        seed=seed,
     )
     token = f"<{name}>"
     torch.manual_seed(seed)
@@ -65,7 +72,7 @@ def probe(
     concept = fit_concept(pipe, images, token, subject(name).superclass, config, covariance)
     fit_s = time.perf_counter() - started
     look = subject(name).look
-    control = strength_to_control(DEFAULT_STRENGTH)
+    control = strength_to_control(strength)
     concept_reads, base_reads, on_bg = [], [], []
     strip = list(images)
     reads, base_attrs = [], []
@@ -123,10 +130,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="save a strip of photos and images per seed")
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="both learning rates times")
+    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for seed in args.seeds:
-        result = probe(args.subject, seed, args.steps, args.n, args.model, keep=args.keep)
+        result = probe(
+            args.subject,
+            seed,
+            args.steps,
+            args.n,
+            args.model,
+            keep=args.keep,
+            lr_scale=args.lr_scale,
+            strength=args.strength,
+        )
         print(json.dumps(asdict(result)), flush=True)
 
 
