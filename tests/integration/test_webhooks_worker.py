@@ -44,6 +44,11 @@ def test_a_worker_process_delivers_the_webhook_of_the_job_it_ended(
         job_id = created.json()["job"]["id"]
         assert wait_until(lambda: receiver.requests, 120), f"no webhook:\n{worker.log()}"
         secret = api.get("/api/webhooks/secret").json()["secret"]
+
+        def recorded() -> bool:  # the worker writes the outcome once the receiver has answered
+            return api.get(f"/api/jobs/{job_id}").json()["webhook"]["state"] != "pending"
+
+        assert wait_until(recorded, 30), f"delivery never recorded:\n{worker.log()}"
         job = api.get(f"/api/jobs/{job_id}").json()
         api.close()
         engine.dispose()
