@@ -78,8 +78,9 @@ class Settings(BaseSettings):
     """Steps between preview images published while fitting (0 = never)."""
     job_progress_interval_s: float = 0.25
     """Fewest seconds between two step events of a job: a fit of a small model takes dozens
-    of steps a second, each fanned out to every watching socket. The first and last step,
-    and a step with a preview, are always sent; 0 sends every step."""
+    of steps a second, each fanned out to every watching socket. A fit also reads its loss
+    back and checks for a cancel only this often. The first and last step, and a fit's
+    preview and checkpoint steps, are always sent; 0 sends every step."""
     sample_steps: int = 25
     """Denoising steps of the sample images stored after a fit (set in its job parameters)."""
     covariance_captions: Path | None = None

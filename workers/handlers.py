@@ -89,11 +89,8 @@ def fit(ctx: JobContext) -> JobOutcome:
 
     def on_progress(p: Any) -> None:
         ctx.progress = p.step / p.total
-        ctx.publish_step(
-            StepEvent(
-                step=p.step, total=p.total, loss=p.loss, elapsed_s=p.elapsed_s, eta_s=p.eta_s
-            ),
-            always=p.step in (1, p.total) or p.preview is not None,
+        ctx.publish(  # the fit already thins its progress points to the interval
+            StepEvent(step=p.step, total=p.total, loss=p.loss, elapsed_s=p.elapsed_s, eta_s=p.eta_s)
         )
         if p.preview is not None:
             ctx.publish(PreviewEvent(step=p.step, data_url=preview_data_url(p.preview)))
@@ -134,14 +131,9 @@ def fit(ctx: JobContext) -> JobOutcome:
             seed=seed,
             preview_every=settings.fit_preview_every,
             checkpoint_every=settings.fit_checkpoint_every,
-            # The fit reads its loss back and checks for a cancel only at progress points,
-            # ~2 a second (each waits for the device), which publish_step thins further;
-            # an interval of 0 (every step event) makes every step one.
-            progress_interval_s=(
-                perfusion.FitConfig.progress_interval_s
-                if settings.job_progress_interval_s > 0
-                else 0.0
-            ),
+            # Progress points (loss read back, cancel check, step event) at most this often,
+            # plus the first, last, preview and checkpoint steps; 0: every step.
+            progress_interval_s=settings.job_progress_interval_s,
         )
         if resume is not None:
             log.info("job %s resumes its fit at step %d/%d", ctx.job_id, resume.step, config.steps)

@@ -87,7 +87,7 @@ def _generate_job(user_id: uuid.UUID, concept_ids: list[str], n: int = 2) -> uui
         return job.id
 
 
-def test_step_events_are_thinned_to_the_interval_but_keep_first_last_and_previews(
+def test_step_events_are_thinned_to_the_interval_but_keep_first_last_checkpoints_previews(
     tiny_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("STUDIO_JOB_PROGRESS_INTERVAL_S", "3600")
@@ -95,7 +95,8 @@ def test_step_events_are_thinned_to_the_interval_but_keep_first_last_and_preview
     user_id, concept_id, job_id = _fit_job(steps=6)
     run_job(job_id, handlers.fit)
     events = _events(job_id)
-    assert [e["step"] for e in events if e["type"] == "step"] == [1, 4, 6]  # 4: its preview
+    # Tiny settings: a checkpoint every 2 steps, a preview at 4; steps 3 and 5 are thinned out.
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 4, 6]
     assert [e["step"] for e in events if e["type"] == "preview"] == [4]
     gen_job = _generate_job(user_id, [str(concept_id)], n=2)
     run_job(gen_job, handlers.generate)
