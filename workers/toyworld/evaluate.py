@@ -15,7 +15,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from workers.toyworld.reader import read_attributes
-from workers.toyworld.world import caption, sample_scene
+from workers.toyworld.world import BREEDS, caption, sample_breed_scene, sample_scene
 
 MODEL_DIR = Path(__file__).parent / "model"
 STEPS = 20
@@ -65,6 +65,47 @@ def knowledge_accuracy(
     return {key: value / n for key, value in hits.items()}
 
 
+def breed_accuracy(
+    pipe: StableDiffusionPipeline,
+    n: int = 100,
+    seed: int = 0,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    batch: int = 20,
+) -> dict[str, float]:
+    """Fraction of n images generated from "a <breed word> on a <colour> background" whose
+    shape, main colour, pattern, second colour, background (and all five) are the breed's:
+    whether one word's encoding carries a whole look, second colour included."""
+    rng = random.Random(seed)
+    words = sorted(BREEDS)
+    scenes = [sample_breed_scene(rng, rng.choice(words)) for _ in range(n)]
+    names = {look: word for word, look in BREEDS.items()}
+    prompts = [f"a {names[s.look]} on a {s.background} background" for s in scenes]
+    generator = torch.Generator().manual_seed(seed)
+    keys = ("shape", "color", "pattern", "second", "background", "all")
+    hits = dict.fromkeys(keys, 0)
+    for start in range(0, n, batch):
+        images = pipe(
+            prompts[start : start + batch],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+        ).images
+        for scene, image in zip(scenes[start : start + batch], images, strict=True):
+            read = read_attributes(image)
+            ok = {
+                "shape": read.shape == scene.shape,
+                "color": read.color == scene.color,
+                "pattern": read.pattern == scene.look.pattern,
+                "second": read.second == scene.look.second,
+                "background": read.background == scene.background,
+            }
+            ok["all"] = all(ok.values())
+            for key, value in ok.items():
+                hits[key] += value
+    return {key: value / n for key, value in hits.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Measure what the toy-world model knows.")
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
@@ -73,10 +114,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--guidance", type=float, default=GUIDANCE)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--breeds", action="store_true", help="prompt with breed words instead of attributes"
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model).to(args.device)
     start = time.monotonic()
-    result = knowledge_accuracy(pipe, args.n, args.seed, args.steps, args.guidance)
+    measure = breed_accuracy if args.breeds else knowledge_accuracy
+    result = measure(pipe, args.n, args.seed, args.steps, args.guidance)
     result["seconds"] = round(time.monotonic() - start, 1)
     print(json.dumps(result))
 

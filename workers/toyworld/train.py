@@ -64,6 +64,8 @@ class TrainConfig:
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
     pattern_named: float = world.PATTERN_NAMED  # how often a training caption names the pattern
+    breed_share: float = world.BREED_SHARE  # share of training scenes that show a breed
+    breed_named: float = world.BREED_NAMED  # how often a breed's caption uses its breed word
     unet_channels: tuple[int, int, int] = (64, 128, 128)
     text_layers: int = 3
     minutes: float | None = None  # wall cap for stage 2 only
@@ -90,11 +92,15 @@ def _randn(device: str | torch.device, like: torch.Tensor) -> torch.Tensor:
 
 
 def scene_batch(
-    rng: random.Random, n: int, pattern_named: float = world.PATTERN_NAMED
+    rng: random.Random,
+    n: int,
+    pattern_named: float = world.PATTERN_NAMED,
+    breed_share: float = world.BREED_SHARE,
+    breed_named: float = world.BREED_NAMED,
 ) -> tuple[torch.Tensor, list[str]]:
-    scenes = [world.sample_scene(rng) for _ in range(n)]
+    scenes = [world.sample_training_scene(rng, breed_share) for _ in range(n)]
     return images_to_tensor([world.render(s) for s in scenes]), [
-        world.caption(s, rng, pattern_named=pattern_named) for s in scenes
+        world.caption(s, rng, pattern_named=pattern_named, breed_named=breed_named) for s in scenes
     ]
 
 
@@ -184,7 +190,9 @@ class LatentDataset:
     def __init__(
         self, cfg: TrainConfig, rng: random.Random, vae: AutoencoderKL, scaling: float
     ) -> None:
-        self.scenes = [world.sample_scene(rng) for _ in range(cfg.dataset)]
+        self.scenes = [
+            world.sample_training_scene(rng, cfg.breed_share) for _ in range(cfg.dataset)
+        ]
         means, stds = [], []
         with torch.no_grad():
             for start in range(0, len(self.scenes), 256):
@@ -195,6 +203,7 @@ class LatentDataset:
                 stds.append(posterior.std * scaling)
         self.mean, self.std = torch.cat(means), torch.cat(stds)
         self.pattern_named = cfg.pattern_named
+        self.breed_named = cfg.breed_named
         log.info("encoded %d scenes once for stage 2", len(self.scenes))
 
     def batch(self, rng: random.Random, n: int, device: str) -> tuple[torch.Tensor, list[str]]:
@@ -202,8 +211,13 @@ class LatentDataset:
         latents = self.mean[index] + self.std[index] * _randn(device, self.std[index])
         mirror = torch.tensor([rng.random() < 0.5 for _ in index], device=latents.device)
         latents = torch.where(mirror[:, None, None, None], latents.flip(-1), latents)
-        named = self.pattern_named
-        return latents, [world.caption(self.scenes[k], rng, pattern_named=named) for k in index]
+        captions = [
+            world.caption(
+                self.scenes[k], rng, pattern_named=self.pattern_named, breed_named=self.breed_named
+            )
+            for k in index
+        ]
+        return latents, captions
 
 
 def encode_prompts(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, prompts: list[str]):
@@ -291,7 +305,9 @@ def train_diffusion(
         if data is not None:
             latents, prompts = data.batch(rng, cfg.batch, cfg.device)
         else:
-            x, prompts = scene_batch(rng, cfg.batch, cfg.pattern_named)
+            x, prompts = scene_batch(
+                rng, cfg.batch, cfg.pattern_named, cfg.breed_share, cfg.breed_named
+            )
             with torch.no_grad():
                 posterior = vae.encode(x.to(cfg.device)).latent_dist
                 latents = posterior.mean + posterior.std * _randn(cfg.device, posterior.std)

@@ -2,10 +2,16 @@
 
 An object has a shape, a main colour, a pattern (plain, striped, dotted or bicolor), a second
 colour (the pattern's) and a size. Captions name the shape, the main colour and the background,
-sometimes the pattern, and **never the second colour**: so no prompt can ask for one particular
-object, exactly as "a dog" cannot ask for your dog. The base model learns to draw every look;
-a few specific looks (`SUBJECTS`) never occur in its training images: they are the "subjects"
-users personalize, drawable but not nameable.
+sometimes the pattern, and **never the second colour by a colour word**: so no prompt can ask
+for one particular object, exactly as "a dog" cannot ask for your dog.
+
+World 3 adds breeds (`BREEDS`): made-up nouns such as "a kuvo", each the name of one complete
+patterned look, second colour included, the way "a dalmatian" names a dog's whole coat. They
+are what teaches a model that one word's encoding can carry a whole appearance, as the nouns
+of a real caption set do; without them the toy model reads the main colour only from the
+colour word's own token, and no single-token method (Perfusion, Textual Inversion) has a
+channel to the look. A few specific looks (`SUBJECTS`) are no breed and never occur in the
+training images: they are the "subjects" users personalize, drawable but not nameable.
 
 Everything is drawn procedurally and is deterministic given a `random.Random`.
 """
@@ -44,6 +50,9 @@ SUPERCLASS_NOUNS: tuple[str, ...] = ("shape", "toy")
 
 MIN_RADIUS, MAX_RADIUS = 14.0, 23.0
 PATTERN_NAMED = 0.5  # how often a training caption names the pattern
+BREED_COUNT = 60
+BREED_SHARE = 0.35  # share of training scenes that show a breed
+BREED_NAMED = 0.8  # how often a breed's caption calls it by its breed word
 
 # Templates that name the object and the background (used for evaluation and most training).
 COMPLETE_TEMPLATES: tuple[str, ...] = (
@@ -129,6 +138,39 @@ FINAL_SUBJECTS: tuple[str, ...] = ("donut", "kite", "zebra", "gem")
 _HELD_OUT: frozenset[Look] = frozenset(s.look for s in SUBJECTS.values())
 
 
+def _make_breeds(count: int) -> dict[str, Look]:
+    """`count` patterned looks, none held out, each named by a made-up consonant-vowel word.
+
+    Deterministic. Shapes and patterns cycle so that every shape and every pattern has its
+    share of breeds; both colours are drawn at random (different from each other).
+    """
+    rng = random.Random("toy-world-3 breeds")
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    taken = {"a", "an", "on", "of", "in", "the"}
+    breeds: dict[str, Look] = {}
+    looks: set[Look] = set()
+    k = 0
+    while len(breeds) < count:
+        shape = SHAPES[k % len(SHAPES)]
+        pattern = PATTERNS[1 + (k // len(SHAPES)) % (len(PATTERNS) - 1)]
+        color, second = rng.sample(COLORS, 2)
+        look = Look(shape, color, pattern, second)
+        k += 1
+        if look in _HELD_OUT or look in looks:
+            continue
+        word = "".join(rng.choice(c) for c in (consonants, vowels, consonants, vowels))
+        if word in taken:
+            continue
+        taken.add(word)
+        looks.add(look)
+        breeds[word] = look
+    return breeds
+
+
+BREEDS: dict[str, Look] = _make_breeds(BREED_COUNT)
+_BREED_OF: dict[Look, str] = {look: word for word, look in BREEDS.items()}
+
+
 def article(word: str) -> str:
     """The indefinite article for a phrase starting with `word`."""
     return "an" if word[0] in "aeiou" else "a"
@@ -151,6 +193,26 @@ def sample_scene(rng: random.Random) -> Scene:
     """Draw a random scene of the base model's world (never a held-out subject)."""
     background = rng.choice(BACKGROUNDS)
     return Scene(sample_look(rng, background), background, *sample_placement(rng))
+
+
+def sample_breed_scene(rng: random.Random, breed: str | None = None) -> Scene:
+    """A scene of one breed (random unless given) on a background neither of its colours."""
+    look = BREEDS[breed] if breed is not None else BREEDS[rng.choice(sorted(BREEDS))]
+    background = rng.choice([b for b in BACKGROUNDS if b not in look.colors])
+    return Scene(look, background, *sample_placement(rng))
+
+
+def sample_training_scene(rng: random.Random, breed_share: float = BREED_SHARE) -> Scene:
+    """A scene as the base model's training data holds them: a breed `breed_share` of the
+    time, otherwise any look (never a held-out subject)."""
+    if rng.random() < breed_share:
+        return sample_breed_scene(rng)
+    return sample_scene(rng)
+
+
+def breed_of(look: Look) -> str | None:
+    """The breed word naming `look`, if it is a breed's."""
+    return _BREED_OF.get(look)
 
 
 def sample_placement(rng: random.Random) -> tuple[float, float, float]:
@@ -252,16 +314,24 @@ def object_phrase(look: Look, name_pattern: bool, noun: str | None = None) -> st
 
 
 def caption(
-    scene: Scene, rng: random.Random, complete: bool = False, pattern_named: float = PATTERN_NAMED
+    scene: Scene,
+    rng: random.Random,
+    complete: bool = False,
+    pattern_named: float = PATTERN_NAMED,
+    breed_named: float = BREED_NAMED,
 ) -> str:
     """A caption of the scene. With complete=True it names shape, main colour, pattern and
-    background; otherwise it names the pattern with probability `pattern_named` (half the
-    time), sometimes says "shape"/"toy" instead of the shape, and sometimes omits the
-    background."""
-    name_pattern = complete or rng.random() < pattern_named
-    roll = rng.random()
-    noun = None if complete or roll < 0.85 else rng.choice(SUPERCLASS_NOUNS)
-    obj = object_phrase(scene.look, name_pattern, noun)
+    background in words; otherwise a breed's look is called by its breed word with probability
+    `breed_named`, and other captions name the pattern with probability `pattern_named`,
+    sometimes say "shape"/"toy" instead of the shape, and sometimes omit the background."""
+    breed = None if complete else breed_of(scene.look)
+    if breed is not None and rng.random() < breed_named:
+        obj = breed
+    else:
+        name_pattern = complete or rng.random() < pattern_named
+        roll = rng.random()
+        noun = None if complete or roll < 0.85 else rng.choice(SUPERCLASS_NOUNS)
+        obj = object_phrase(scene.look, name_pattern, noun)
     if complete or rng.random() < 0.85:
         template = rng.choice(COMPLETE_TEMPLATES)
     else:
@@ -272,13 +342,13 @@ def caption(
 def captions(n: int, seed: int) -> list[str]:
     """n captions of freshly sampled scenes (e.g. for the Perfusion covariance of encodings)."""
     rng = random.Random(seed)
-    return [caption(sample_scene(rng), rng) for _ in range(n)]
+    return [caption(sample_training_scene(rng), rng) for _ in range(n)]
 
 
 def vocabulary() -> list[str]:
     """Every word any caption can contain, sorted."""
     words = set(SHAPES) | set(COLORS) | set(BACKGROUNDS) | set(PATTERNS) | set(SUPERCLASS_NOUNS)
-    words |= {"a", "an"}
+    words |= {"a", "an"} | set(BREEDS)
     for template in COMPLETE_TEMPLATES + PARTIAL_TEMPLATES:
         words |= {w for w in template.split() if not w.startswith("{")}
     return sorted(words)
