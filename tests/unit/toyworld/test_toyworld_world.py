@@ -68,7 +68,7 @@ def test_captions_cover_the_vocabulary_and_use_superclass_nouns() -> None:
 
 def test_subjects_never_occur_in_training_scenes_yet_each_attribute_does() -> None:
     rng = random.Random(2)
-    scenes = [world.sample_scene(rng) for _ in range(20000)]
+    scenes = [world.sample_training_scene(rng) for _ in range(20000)]
     looks = {s.look for s in scenes}
     for name, subject in world.SUBJECTS.items():
         look = subject.look
@@ -79,6 +79,7 @@ def test_subjects_never_occur_in_training_scenes_yet_each_attribute_does() -> No
         assert any(o.shape == look.shape and o.pattern == look.pattern for o in looks)
         assert any(o.color == look.color and o.pattern == look.pattern for o in looks)
         assert any(o.second == look.second and o.pattern == look.pattern for o in looks)
+        assert world.breed_of(look) is None  # no word names it
     assert set(world.HARNESS_SUBJECTS).isdisjoint(world.FINAL_SUBJECTS)
     assert len(world.SUBJECTS) >= 6 and len(world.HARNESS_SUBJECTS) == 4
 
@@ -125,8 +126,45 @@ def test_the_committed_sample_photos_are_the_subjects(tmp_path) -> None:
 def test_training_can_name_the_pattern_more_often_than_the_default() -> None:
     rng = random.Random(0)
     scenes = [world.sample_scene(rng) for _ in range(400)]
-    always = [world.caption(s, rng, pattern_named=1.0) for s in scenes]
+    # (breed_named=0: a breed's look called by its breed word names no attribute)
+    always = [world.caption(s, rng, pattern_named=1.0, breed_named=0.0) for s in scenes]
     assert all(s.look.pattern in c for s, c in zip(scenes, always, strict=True))
     default = [world.caption(s, rng) for s in scenes]
     named = sum(s.look.pattern in c for s, c in zip(scenes, default, strict=True)) / len(scenes)
     assert 0.35 < named < 0.65  # PATTERN_NAMED = 0.5
+
+
+def test_breeds_are_fixed_patterned_looks_each_named_by_one_new_word() -> None:
+    assert len(world.BREEDS) == world.BREED_COUNT
+    assert len(set(world.BREEDS.values())) == len(world.BREEDS)
+    other_words = set(world.vocabulary()) - set(world.BREEDS)
+    for word, look in world.BREEDS.items():
+        assert word.isalpha() and word not in other_words and word not in world.SUBJECTS
+        assert look.pattern != "plain" and look.second is not None
+        assert world.breed_of(look) == word
+    looks = world.BREEDS.values()
+    for attribute, values in (("shape", world.SHAPES), ("pattern", world.PATTERNS[1:])):
+        counts = Counter(getattr(look, attribute) for look in looks)
+        assert set(counts) == set(values) and min(counts.values()) >= 8, (attribute, counts)
+    for attribute in ("color", "second"):
+        assert {getattr(look, attribute) for look in looks} == set(world.COLORS)
+
+
+def test_a_breed_is_called_by_its_word_in_training_but_never_in_complete_captions() -> None:
+    rng = random.Random(4)
+    scenes = [world.sample_training_scene(rng) for _ in range(3000)]
+    breeds = [s for s in scenes if world.breed_of(s.look) is not None]
+    assert 0.3 < len(breeds) / len(scenes) < 0.45  # BREED_SHARE 0.35, plus ordinary looks
+    by_word = 0
+    for scene in breeds:
+        word = world.breed_of(scene.look)
+        words = world.caption(scene, rng).split()
+        if word in words:
+            by_word += 1
+            # the word alone names the object: no colour, pattern or shape beside it
+            assert not set(words) & {*world.COLORS, *world.PATTERNS, *world.SHAPES} - {
+                scene.background
+            }
+        complete = world.caption(scene, rng, complete=True).split()
+        assert word not in complete and scene.look.color in complete
+    assert 0.7 < by_word / len(breeds) < 0.9  # BREED_NAMED 0.8
