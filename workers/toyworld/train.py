@@ -66,6 +66,9 @@ class TrainConfig:
     pattern_named: float = world.PATTERN_NAMED  # how often a training caption names the pattern
     breed_share: float = world.BREED_SHARE  # share of training scenes that show a breed
     breed_named: float = world.BREED_NAMED  # how often a breed's caption uses its breed word
+    # Feed the UNet each caption's padding encodings from another caption of the batch, so it
+    # learns to read the real tokens only (see shuffle_padding).
+    shuffle_padding: bool = True
     unet_channels: tuple[int, int, int] = (64, 128, 128)
     text_layers: int = 3
     minutes: float | None = None  # wall cap for stage 2 only
@@ -220,16 +223,36 @@ class LatentDataset:
         return latents, captions
 
 
-def encode_prompts(tokenizer: CLIPTokenizer, encoder: CLIPTextModel, prompts: list[str]):
-    """Text encodings exactly as StableDiffusionPipeline makes them (padded, no mask)."""
-    ids = tokenizer(
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids exactly as StableDiffusionPipeline makes them (padded to the full length)."""
+    return tokenizer(
         prompts,
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    return encoder(ids.to(encoder.device))[0]
+
+
+def shuffle_padding(
+    encodings: torch.Tensor, ids: torch.Tensor, eos_id: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Each row's encodings after its first end-of-text token, taken from a random row.
+
+    A causal text encoder writes a summary of the whole caption into every padding position
+    after the caption, and a UNet trained jointly with it reads the caption mostly from there:
+    toy world 2's model put 72 % of its cross-attention on padding, and only 10 % on a breed
+    word. Models trained with a frozen text encoder, as Stable Diffusion is, ignore padding
+    (Toker et al., "Padding Tone", NAACL 2025, arXiv 2501.06751); there a concept token's own
+    key and value carry its look, which is what Perfusion edits. Padding that belongs to another
+    caption carries nothing about this image, so the UNet learns to read the real tokens.
+    """
+    is_eos = ids == eos_id
+    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), ids.shape[1])
+    positions = torch.arange(ids.shape[1])[None]
+    after = (positions > first_eos[:, None]).to(encodings.device)
+    donor = torch.randperm(ids.shape[0], generator=generator).to(encodings.device)
+    return torch.where(after[..., None], encodings[donor], encodings)
 
 
 def _remap_token_rows(
@@ -293,6 +316,7 @@ def train_diffusion(
     opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
     scheduler = models.train_scheduler()
     data = LatentDataset(cfg, rng, vae, scaling) if cfg.dataset else None
+    shuffler = torch.Generator().manual_seed(cfg.seed)
     start = time.monotonic()
     step, running = 0, 0.0
     while step < cfg.steps:
@@ -316,7 +340,11 @@ def train_diffusion(
         noise = _randn(cfg.device, latents)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,)).to(cfg.device)
         noisy = scheduler.add_noise(latents, noise, t)
-        pred = unet(noisy, t, encode_prompts(tokenizer, encoder, prompts)).sample
+        ids = tokenize(tokenizer, prompts)
+        encodings = encoder(ids.to(cfg.device))[0]
+        if cfg.shuffle_padding:
+            encodings = shuffle_padding(encodings, ids, tokenizer.eos_token_id, shuffler)
+        pred = unet(noisy, t, encodings).sample
         target = scheduler.get_velocity(latents, noise, t)
         per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
         # Plain v loss, as SD 2: min-SNR weighting would scale the noisiest steps by their ~0

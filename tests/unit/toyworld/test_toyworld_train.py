@@ -97,3 +97,25 @@ def test_a_checkpoint_is_a_complete_model_folder(tmp_path: Path) -> None:
     for name in ("captions.txt", "superclasses.txt", "world.json", "model_index.json"):
         assert (checkpoint / name).is_file(), name
     assert (checkpoint / "captions.txt").read_text() == (out / "captions.txt").read_text()
+
+
+def test_padding_comes_from_another_caption_and_real_tokens_stay() -> None:
+    from workers.toyworld.train import shuffle_padding
+
+    eos = 9
+    ids = torch.tensor(
+        [[1, 5, eos, eos, eos, eos], [1, 5, 6, 7, eos, eos], [1, eos, eos, eos, eos, eos]]
+    )
+    encodings = (
+        torch.arange(3.0)[:, None, None].expand(3, 6, 2) * 10 + torch.arange(6.0)[None, :, None]
+    )
+    out = shuffle_padding(encodings, ids, eos, torch.Generator().manual_seed(0))
+    first = [2, 4, 1]
+    donors = set()
+    for row in range(3):
+        kept = first[row] + 1  # the caption and its first end-of-text token
+        assert torch.equal(out[row, :kept], encodings[row, :kept])
+        donor = int(out[row, kept, 0]) // 10
+        donors.add(donor)
+        assert torch.equal(out[row, kept:], encodings[donor, kept:])
+    assert len(donors) == 3  # a permutation: every caption gives its padding to one row
