@@ -55,12 +55,14 @@ def phases(
         ("fit claimed by the worker", _at(fit, "started_at", upload_at)),
     ]
     claimed = rows[-1][1]
-    timings = (fit.get("result") or {}).get("timings_s") or {}
+    result = fit.get("result") or {}
+    timings, cpu = result.get("timings_s") or {}, result.get("timings_cpu_s") or {}
     if claimed is not None:
         at = claimed
         for name, seconds in timings.items():
             at += seconds
-            rows.append((f"  fit: {name} done (+{seconds:.2f} s)", at))
+            used = f", CPU {cpu[name]:.2f} s" if name in cpu else ""
+            rows.append((f"  fit: {name} done (+{seconds:.2f} s{used})", at))
     rows += [
         ("fit succeeded: concept ready", _at(fit, "finished_at", upload_at)),
         ("generation queued", _at(image, "enqueued_at", upload_at)),
