@@ -23,8 +23,9 @@ _worker: EmbeddedWorker | None = None
 class _Controller(WorkController):
     """Celery's WorkController, announcing `worker_ready` once it consumes, as the
     `celery worker` command's controller does (the plain one does not): the worker's start-up
-    work hangs off that signal (`workers/tasks.py`: sweeper, webhook dispatcher, warming the
-    base model)."""
+    work hangs off that signal (`workers/tasks.py`: warming the base model, the webhook
+    dispatcher; the periodic sweeper only outside the embedded default, which sweeps once at
+    start-up)."""
 
     def on_consumer_ready(self, consumer: Any) -> None:
         signals.worker_ready.send(sender=consumer)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.db import session_scope
+from app.jobs import sweeper
 from app.jobs.models import Job, JobState
 from app.jobs.runner import run_job
 from tests.conftest import reset_caches
@@ -78,4 +79,6 @@ def test_the_embedded_worker_warms_its_model_when_the_app_starts(tiny) -> None: 
         while not (cache.loads and all(m.covariance is not None for m in cache._models.values())):
             assert time.monotonic() < deadline, "the embedded worker did not warm its model"
             time.sleep(0.05)
+        # worker_ready fired; the embedded process still sweeps only once, at its start-up
+        assert sweeper._sweeper is None
     assert cache.loads == 1
