@@ -37,9 +37,11 @@ def generate(job_id: str) -> None:
 
 @worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
+    settings = get_settings()
     # Twice the stale timeout: a worker only starved of CPU for a moment keeps its session.
-    limit_idle_transactions(get_engine(), 2 * get_settings().job_stale_after_s)
-    start_sweeper()
+    limit_idle_transactions(get_engine(), 2 * settings.job_stale_after_s)
+    if not settings.embedded:  # the embedded web process sweeps once, at its start-up
+        start_sweeper()
     start_dispatcher()  # webhooks: retries, and what this and other processes just ended
     warm_in_background()
 

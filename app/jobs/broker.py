@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import get_settings
+from app.jobs.memory_broker import TRANSPORT as MEMORY_TRANSPORT
 from app.jobs.models import JobKind
 
 FIT_QUEUE = "fits"
@@ -54,6 +55,8 @@ def make_celery() -> Celery:
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        # Embedded: the in-memory transport, its consumer woken by each put, not every 1 s.
+        broker_transport=MEMORY_TRANSPORT if settings.embedded else None,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         include=["workers.tasks"],

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
+
+from celery import signals
+from celery.worker import WorkController
 
 from app.jobs.broker import QUEUES, celery_app
 
@@ -16,11 +20,23 @@ log = logging.getLogger(__name__)
 _worker: EmbeddedWorker | None = None
 
 
+class _Controller(WorkController):
+    """Celery's WorkController, announcing `worker_ready` once it consumes, as the
+    `celery worker` command's controller does (the plain one does not): the worker's start-up
+    work hangs off that signal (`workers/tasks.py`: warming the base model, the webhook
+    dispatcher; the periodic sweeper only outside the embedded default, which sweeps once at
+    start-up)."""
+
+    def on_consumer_ready(self, consumer: Any) -> None:
+        signals.worker_ready.send(sender=consumer)
+
+
 class EmbeddedWorker:
     """A solo-pool Celery worker consuming the in-memory broker on a daemon thread."""
 
     def __init__(self) -> None:
-        self.controller = celery_app.WorkController(
+        self.controller = _Controller(
+            app=celery_app,
             pool_cls="solo",
             concurrency=1,
             queues=list(QUEUES),

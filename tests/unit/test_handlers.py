@@ -119,6 +119,11 @@ def test_a_fit_stores_its_concept_file_and_samples_once_then_generation_uses_it(
         assert sample.prompt == "a photo of a <rex>" and sample.params["sample"] is True
         assert [image.index for image in sample.images] == [0, 1]
         assert job.result is not None and job.result["resumed_from_step"] is None
+        # where the job's time went, in order (bench.first_image prints it)
+        phases = ["import", "inputs", "model", "model lock", "covariance", "fit", "samples"]
+        assert list(job.result["timings_s"]) == phases
+        assert list(job.result["timings_cpu_s"]) == phases
+        assert all(seconds >= 0 for seconds in job.result["timings_s"].values())
     events = _events(job_id)
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
     assert [e["step"] for e in events if e["type"] == "preview"] == [4]

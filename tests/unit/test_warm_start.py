@@ -3,11 +3,13 @@ neither (bench.first_image)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from app.db import session_scope
+from app.jobs import sweeper
 from app.jobs.models import Job, JobState
 from app.jobs.runner import run_job
 from tests.conftest import reset_caches
@@ -60,3 +62,23 @@ def test_a_base_model_that_cannot_load_is_logged_not_raised(tiny, caplog) -> Non
     assert thread is not None
     thread.join(timeout=60)
     assert "could not warm base model /nonexistent/model" in caplog.text
+
+
+def test_the_embedded_worker_warms_its_model_when_the_app_starts(tiny) -> None:  # type: ignore[no-untyped-def]
+    # The embedded worker is a plain WorkController, which Celery does not make announce
+    # worker_ready; without that, the start-up hooks of workers/tasks.py never ran in it.
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    tiny.setenv("STUDIO_WORKER_WARM_START", "1")
+    reset_caches()
+    with TestClient(create_app()):
+        deadline = time.monotonic() + 120
+        cache = get_model_cache()
+        while not (cache.loads and all(m.covariance is not None for m in cache._models.values())):
+            assert time.monotonic() < deadline, "the embedded worker did not warm its model"
+            time.sleep(0.05)
+        # worker_ready fired; the embedded process still sweeps only once, at its start-up
+        assert sweeper._sweeper is None
+    assert cache.loads == 1
