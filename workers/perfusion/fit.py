@@ -263,22 +263,6 @@ def superclass_vectors(
     return embedding.detach(), e_super
 
 
-def concept_token_encoding(
-    pipe: StableDiffusionPipeline, token: str, token_id: int, cinv: torch.Tensor
-) -> torch.Tensor:
-    """The initial i*: the point of the concept token's template encodings' affine hull with
-    the least P-norm (P = C⁻¹), float32.
-
-    Every training template's encoding e_t of the token is then i* plus a P-orthogonal rest,
-    so s(e_t) = 1 for all of them at step 0 (the training gate open), however many tokens the
-    superclass word has. Their plain mean gives s from ~0.1 to ~3.5 across the templates on the
-    toy world, where the prefix words move the token's encoding along low-variance directions.
-    """
-    text = text_side(pipe)
-    prompts = _TrainingPrompts.build(text, token, token_id, None, 0, text.device)
-    return prompts.i_star(cinv)
-
-
 def least_p_norm_point(rows: torch.Tensor, cinv: torch.Tensor) -> torch.Tensor:
     """The point of the affine hull of `rows` (T, D) with the least P-norm, float32.
 
