@@ -156,7 +156,7 @@ def fit(ctx: JobContext) -> JobOutcome:
             except perfusion.FitCanceled:
                 ctx.raise_stop()
             concept_file = perfusion.concept_to_bytes(concept)
-            prompt = policy.prompt.replace("{token}", token)
+            prompt = policy.prompt_for(token)
             sample_params = {
                 "steps": policy.steps,
                 "guidance": policy.guidance,

@@ -19,11 +19,10 @@ from app.concepts import filecheck
 from app.concepts.models import Concept
 from app.config import Settings
 from app.generations.models import Generation
-from app.jobs.params import DEFAULT_STRENGTH, GenerateParams
+from app.jobs.params import GenerateParams, SamplePolicy
 from app.jobs.queue import create_job
 
 TOKEN_MAX_NAME = 37  # TOKEN_RE: <, then 1 + 36 characters, then >
-SAMPLES = 2
 
 
 def _taken(session: Session, token: str) -> bool:
@@ -55,16 +54,18 @@ def retoken(data: bytes, token: str) -> bytes:
 
 
 def queue_samples(session: Session, settings: Settings, concept: Concept) -> Generation:
-    """A generation of the concept's samples (as a fit leaves), drawn by a worker."""
-    prompt = f"a photo of a {concept.token}"
+    """A generation of the concept's samples, drawn by a worker under the sample policy a fit
+    gets (`SamplePolicy`), on seed 0."""
+    policy = SamplePolicy(steps=settings.sample_steps)
+    prompt = policy.prompt_for(concept.token)
     params = GenerateParams(
         prompt=prompt,
         negative_prompt="",
-        n=SAMPLES,
+        n=policy.count,
         seed=0,
-        steps=settings.sample_steps,
-        guidance=7.5,
-        strength=DEFAULT_STRENGTH,
+        steps=policy.steps,
+        guidance=policy.guidance,
+        strength=policy.strength,
         concept_ids=[concept.id],
     )
     generation = Generation(
