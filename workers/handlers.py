@@ -181,7 +181,7 @@ def fit(ctx: JobContext) -> JobOutcome:
                 ctx.raise_stop()
             timer.done("fit")
             concept_file = perfusion.concept_to_bytes(concept)
-            prompt = policy.prompt.replace("{token}", token)
+            prompt = policy.prompt_for(token)
             sample_params = {
                 "steps": policy.steps,
                 "guidance": policy.guidance,

@@ -1,4 +1,5 @@
-"""Importing a concept file under a token the importer chooses, and drawing its samples.
+"""Importing a concept file: checked against the concepts fitted here, stored under a token
+the importer chooses, its samples drawn by a worker.
 
 A downloaded concept carries its token in the file's metadata, so importing it back into the
 studio it came from collided with the original. The importer now picks the token (the page
@@ -16,14 +17,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.concepts import filecheck
-from app.concepts.models import Concept
+from app.concepts.models import (
+    NAME_MAX_CHARS,
+    SUPERCLASS_MAX_CHARS,
+    Concept,
+    ConceptStatus,
+    Visibility,
+)
+from app.concepts.rules import TOKEN_RE, check_token
+from app.concepts.service import ConceptError
 from app.config import Settings
 from app.generations.models import Generation
-from app.jobs.params import DEFAULT_STRENGTH, GenerateParams
+from app.jobs.params import GenerateParams, SamplePolicy
 from app.jobs.queue import create_job
+from app.storage import DatabaseBlobStore
+from app.users.models import User
 
 TOKEN_MAX_NAME = 37  # TOKEN_RE: <, then 1 + 36 characters, then >
-SAMPLES = 2
 
 
 def _taken(session: Session, token: str) -> bool:
@@ -55,16 +65,18 @@ def retoken(data: bytes, token: str) -> bytes:
 
 
 def queue_samples(session: Session, settings: Settings, concept: Concept) -> Generation:
-    """A generation of the concept's samples (as a fit leaves), drawn by a worker."""
-    prompt = f"a photo of a {concept.token}"
+    """A generation of the concept's samples, drawn by a worker under the sample policy a fit
+    gets (`SamplePolicy`), on seed 0."""
+    policy = SamplePolicy(steps=settings.sample_steps)
+    prompt = policy.prompt_for(concept.token)
     params = GenerateParams(
         prompt=prompt,
         negative_prompt="",
-        n=SAMPLES,
+        n=policy.count,
         seed=0,
-        steps=settings.sample_steps,
-        guidance=7.5,
-        strength=DEFAULT_STRENGTH,
+        steps=policy.steps,
+        guidance=policy.guidance,
+        strength=policy.strength,
         concept_ids=[concept.id],
     )
     generation = Generation(
@@ -84,3 +96,66 @@ def queue_samples(session: Session, settings: Settings, concept: Concept) -> Gen
         concept_id=concept.id,
     )
     return generation
+
+
+def import_concept(
+    session: Session,
+    settings: Settings,
+    user: User,
+    data: bytes,
+    name: str | None,
+    visibility: Visibility,
+    token: str | None = None,
+) -> Concept:
+    """A ready concept from an uploaded concept file, checked against the newest concept
+    fitted here: the same tensor layout and the same base-model fingerprint; under `token`
+    when the importer chose one (the stored file is rewritten to carry it)."""
+    reference = filecheck.reference_file(session, settings.base_model)
+    try:
+        info = filecheck.inspect_concept_file(
+            data, reference.schema if reference else None, settings
+        )
+    except filecheck.ConceptFileRejected as exc:
+        raise ConceptError(exc.status_code, str(exc)) from None
+    if token is not None and token != info.token:
+        check = check_token(session, token)
+        if not check.valid:
+            raise ConceptError(422, check.message)
+        data = retoken(data, token)
+    token = token or info.token
+    if not TOKEN_RE.match(token):
+        raise ConceptError(422, f"The concept's token {token!r} is not of the form <name>.")
+    expected = reference.base_fingerprint if reference else ""
+    if expected and info.base_fingerprint != expected:
+        raise ConceptError(
+            422,
+            "This concept was made for another base model "
+            f"({info.base_model_id or 'unknown'}); this studio runs {settings.base_model}.",
+        )
+    check = check_token(session, token)
+    if not check.available:
+        raise ConceptError(
+            409,
+            f"{token} is already used by another concept here; import it under another "
+            f"token, e.g. {free_token(session, token)}.",
+        )
+    blob_id = DatabaseBlobStore(session).put(data, "application/octet-stream")
+    concept = Concept(
+        owner_id=user.id,
+        name=(name or "").strip()[:NAME_MAX_CHARS] or token.strip("<>"),
+        token=token,
+        superclass=info.superclass[:SUPERCLASS_MAX_CHARS],
+        visibility=visibility,
+        base_model=settings.base_model,
+        status=ConceptStatus.ready,
+        settings={
+            "imported": True,
+            "architecture": info.architecture,
+            "training": filecheck.training_settings(info),
+        },
+        file_blob_id=blob_id,
+    )
+    session.add(concept)
+    session.flush()
+    queue_samples(session, settings, concept)
+    return concept

@@ -185,7 +185,7 @@ def import_concept(
     its samples are drawn by a worker, as after a fit."""
     data = read_upload(file, settings.concept_file_max_bytes)
     try:
-        concept = service.import_concept(
+        concept = importing.import_concept(
             session, settings, user, data, name, visibility, token or None
         )
     except ConceptError as exc:

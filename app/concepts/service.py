@@ -1,6 +1,7 @@
-"""Concepts: create (photos → fit job), change, import and delete.
+"""Concepts: create (photos → fit job), change and delete.
 
-Reading is in `views`, sharing in `sharing`, naming rules in `rules`, the status in `status`.
+Reading is in `views`, sharing in `sharing`, naming rules in `rules`, the status in `status`,
+importing a concept file in `importing`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.concepts import filecheck, importing
 from app.concepts.models import (
     NAME_MAX_CHARS,
-    SUPERCLASS_MAX_CHARS,
     Concept,
     ConceptPhoto,
     ConceptStatus,
@@ -24,7 +23,6 @@ from app.concepts.rules import (
     MAX_PHOTOS,
     MIN_PHOTOS,
     SUPERCLASS_RE,
-    TOKEN_RE,
     check_token,
     pair_masks,
 )
@@ -209,66 +207,3 @@ def delete_concept(session: Session, concept: Concept) -> None:
     session.flush()
     if blob_ids:
         session.execute(delete(Blob).where(Blob.id.in_(blob_ids)))
-
-
-def import_concept(
-    session: Session,
-    settings: Settings,
-    user: User,
-    data: bytes,
-    name: str | None,
-    visibility: Visibility,
-    token: str | None = None,
-) -> Concept:
-    """A ready concept from an uploaded concept file, checked against the newest concept
-    fitted here: the same tensor layout and the same base-model fingerprint; under `token`
-    when the importer chose one (the stored file is rewritten to carry it)."""
-    reference = filecheck.reference_file(session, settings.base_model)
-    try:
-        info = filecheck.inspect_concept_file(
-            data, reference.schema if reference else None, settings
-        )
-    except filecheck.ConceptFileRejected as exc:
-        raise ConceptError(exc.status_code, str(exc)) from None
-    if token is not None and token != info.token:
-        check = check_token(session, token)
-        if not check.valid:
-            raise ConceptError(422, check.message)
-        data = importing.retoken(data, token)
-    token = token or info.token
-    if not TOKEN_RE.match(token):
-        raise ConceptError(422, f"The concept's token {token!r} is not of the form <name>.")
-    expected = reference.base_fingerprint if reference else ""
-    if expected and info.base_fingerprint != expected:
-        raise ConceptError(
-            422,
-            "This concept was made for another base model "
-            f"({info.base_model_id or 'unknown'}); this studio runs {settings.base_model}.",
-        )
-    check = check_token(session, token)
-    if not check.available:
-        raise ConceptError(
-            409,
-            f"{token} is already used by another concept here; import it under another "
-            f"token, e.g. {importing.free_token(session, token)}.",
-        )
-    blob_id = DatabaseBlobStore(session).put(data, "application/octet-stream")
-    concept = Concept(
-        owner_id=user.id,
-        name=(name or "").strip()[:NAME_MAX_CHARS] or token.strip("<>"),
-        token=token,
-        superclass=info.superclass[:SUPERCLASS_MAX_CHARS],
-        visibility=visibility,
-        base_model=settings.base_model,
-        status=ConceptStatus.ready,
-        settings={
-            "imported": True,
-            "architecture": info.architecture,
-            "training": filecheck.training_settings(info),
-        },
-        file_blob_id=blob_id,
-    )
-    session.add(concept)
-    session.flush()
-    importing.queue_samples(session, settings, concept)
-    return concept

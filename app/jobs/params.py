@@ -66,7 +66,10 @@ class SamplePolicy(BaseModel):
     guidance: Guidance = 7.5
     strength: Strength = DEFAULT_STRENGTH
     prompt: str = "a photo of a {token}"
-    """`{token}` is replaced by the concept's trigger token."""
+    """`{token}` is replaced by the concept's trigger token (`prompt_for`)."""
+
+    def prompt_for(self, token: str) -> str:
+        return self.prompt.replace("{token}", token)
 
 
 class FitParams(JobParams):

@@ -83,6 +83,11 @@ def test_a_downloaded_concept_imports_back_under_a_free_token(make_user) -> None
         ).all()
         assert len(jobs) == 1 and jobs[0].params["prompt"] == "a photo of a <boomerang-2>"
         assert jobs[0].params["concept_ids"] == [body["id"]] and jobs[0].params["n"] == 2
+        # drawn as a fit's samples are (its SamplePolicy), on seed 0
+        drawn = {k: jobs[0].params[k] for k in ("steps", "guidance", "strength", "seed")}
+        assert drawn == {
+            "steps": get_settings().sample_steps, "guidance": 7.5, "strength": 0.5, "seed": 0
+        }  # fmt: skip
     assert alice.get("/api/generations", params={"concept_id": body["id"]}).json() == []
     page = alice.get(body["page_url"]).text
     assert "Trained 10 steps" in page and "Trained ? steps" not in page

@@ -1,15 +1,22 @@
 """The layout's rules, checked on the source: no import cycles, the web side imports neither
-workers/ nor torch."""
+workers/ nor torch, one websocket client in the browser, and one list there of the final job
+states (the server's)."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from app.jobs.models import JobState
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("app", "workers")
+BROWSER_FILES = sorted(
+    [*(REPO_ROOT / "static").rglob("*.js"), *(REPO_ROOT / "templates").rglob("*.html")]
+)
 
 
 def _module_name(path: Path) -> str:
@@ -124,3 +131,29 @@ def test_importing_the_web_app_leaves_torch_out() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_browser_has_one_websocket_client() -> None:
+    openers = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in BROWSER_FILES
+        if "new WebSocket(" in path.read_text()
+    ]
+    assert openers == ["static/js/live.js"]
+
+
+def test_the_browser_lists_the_final_job_states_once_as_the_server_does() -> None:
+    final = {state.value for state in JobState if state.finished}
+    listed = re.search(
+        r"const FINAL = new Set\(\[([^\]]*)\]\)", (REPO_ROOT / "static/js/live.js").read_text()
+    )
+    assert listed is not None
+    assert set(re.findall(r'"(\w+)"', listed.group(1))) == final
+    copies = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in BROWSER_FILES
+        if path.name != "live.js"
+        for items in re.findall(r"\[([^\[\]]*)\]", path.read_text())
+        if final <= set(re.findall(r"[\"'](\w+)[\"']", items))
+    ]
+    assert copies == []  # others ask live.js (isFinal)

@@ -263,22 +263,6 @@ def superclass_vectors(
     return embedding.detach(), e_super
 
 
-def concept_token_encoding(
-    pipe: StableDiffusionPipeline, token: str, token_id: int, cinv: torch.Tensor
-) -> torch.Tensor:
-    """The initial i*: the point of the concept token's template encodings' affine hull with
-    the least P-norm (P = C⁻¹), float32.
-
-    Every training template's encoding e_t of the token is then i* plus a P-orthogonal rest,
-    so s(e_t) = 1 for all of them at step 0 (the training gate open), however many tokens the
-    superclass word has. Their plain mean gives s from ~0.1 to ~3.5 across the templates on the
-    toy world, where the prefix words move the token's encoding along low-variance directions.
-    """
-    text = text_side(pipe)
-    prompts = _TrainingPrompts.build(text, token, token_id, None, 0, text.device)
-    return prompts.i_star(cinv)
-
-
 def least_p_norm_point(rows: torch.Tensor, cinv: torch.Tensor) -> torch.Tensor:
     """The point of the affine hull of `rows` (T, D) with the least P-norm, float32.
 
@@ -501,26 +485,9 @@ def fit_concept(
     checkpoints, the first step of this run and the last step (no cancel check after the
     last: the fit is done).
     """
-    if not images:
-        raise ValueError("need at least one training image")
-    if masks is not None and len(masks) != len(images):
-        raise ValueError("one mask per image")
-    if config.i_star_tracking not in ("exact", "ema"):
-        raise ValueError(
-            f"i_star_tracking must be 'exact' or 'ema', got {config.i_star_tracking!r}"
-        )
-    if getattr(pipe, "_perfusion_applied", None) is not None:
-        raise RuntimeError("remove applied concepts before fitting (remove_concepts(pipe))")
-    fingerprint = model_fingerprint(pipe)
-    if covariance.base_fingerprint and covariance.base_fingerprint != fingerprint:
-        raise ConceptMismatch("the covariance was computed on another base model")
     text = text_side(pipe)
+    fingerprint = _check_fit(pipe, text, images, token, config, covariance, masks, resume)
     dim = text.dim
-    if tuple(covariance.inverse.shape) != (dim, dim):
-        raise ConceptMismatch(f"covariance is {tuple(covariance.inverse.shape)}, text dim {dim}")
-    if resume is not None and resume.token != token:
-        raise ValueError(f"checkpoint is for token {resume.token!r}, not {token!r}")
-
     device = pipe.unet.device
     resolution = config.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     use_amp = config.mixed_precision and bf16_autocast_supported(device)
@@ -533,17 +500,7 @@ def fit_concept(
         latents, weights = encode_training_images(pipe, images, masks, resolution)
         embed_init, e_super = superclass_vectors(pipe, superclass)
         o_k = {n: key_target(a, e_super)[None] for n, a in layers.items()}
-        source = resume.o_v if resume is not None else None
-        o_v = {
-            n: nn.Parameter(
-                source[n].to(device, torch.float32).clone()
-                if source is not None
-                else torch.nn.functional.linear(e_super, a.to_v.weight.float())
-            )
-            for n, a in layers.items()
-        }
-        start = resume.token_embedding if resume is not None else embed_init
-        embedding = nn.Parameter(start.to(device, torch.float32).clone().reshape(1, dim))
+        embedding, o_v = _trainables(layers, e_super, embed_init, resume, device, dim)
         optimizer = torch.optim.AdamW(
             [
                 {"params": [embedding], "lr": config.lr_embedding},
@@ -584,98 +541,22 @@ def fit_concept(
             )
             layer_v = {n: [p] for n, p in o_v.items()}
             original = install_processors(pipe.unet, edit, o_k, layer_v, patch)
-            started = clock()
-            throttle = _Throttle(config.progress_interval_s, clock)
-            listening = on_progress is not None or should_cancel is not None
+            inputs = _StepInputs(
+                pipe, text, scheduler, latents, weights, prompts, patch, config, generator, use_amp
+            )
+            reports = _Reports(config, first_step, clock, on_progress, on_checkpoint, should_cancel)
             if should_cancel is not None and should_cancel():
                 raise FitCanceled(f"canceled at step {first_step}/{config.steps}")
             for step in range(first_step, config.steps):
-                optimizer.zero_grad(set_to_none=True)
-                step_loss: torch.Tensor | None = None
-                token_encodings = []
-                with patch.pooled_locks_paused():
-                    for _ in range(config.grad_accum):
-                        loss, enc = _micro_step(
-                            pipe,
-                            text,
-                            scheduler,
-                            latents,
-                            weights,
-                            prompts,
-                            patch,
-                            config,
-                            generator,
-                            use_amp,
-                        )
-                        (loss / config.grad_accum).backward()
-                        # float64, in the order a Python float sum of .item()s would add them
-                        part = loss.detach().double() / config.grad_accum
-                        step_loss = part if step_loss is None else step_loss + part
-                        token_encodings.append(enc)
-                    optimizer.step()
-                    with torch.no_grad():
-                        if config.i_star_tracking == "exact":
-                            i_star.copy_(prompts.i_star(cinv))
-                        else:
-                            mean_enc = torch.cat(token_encodings).mean(0)
-                            i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
-                        _refresh(edit, i_star, cinv)
-                assert step_loss is not None
-                losses.add(step_loss)
-                done = step + 1
-                preview_due = bool(
-                    on_progress and config.preview_every and done % config.preview_every == 0
+                losses.add(_train_step(inputs, optimizer, i_star, edit, cinv))
+                reports.after_step(
+                    step,
+                    losses,
+                    preview=lambda: _preview(pipe, edit, token, config),
+                    checkpoint=lambda done: _checkpoint(
+                        done, token, embedding, i_star, o_v, optimizer, generator, losses
+                    ),
                 )
-                every = config.checkpoint_every
-                checkpoint_due = bool(on_checkpoint and every and done % every == 0)
-                last = done == config.steps
-                # the first step of this run is reported too: a watcher sees the fit move at
-                # once (the worker always publishes step 1), however long the interval
-                first = on_progress is not None and step == first_step
-                forced = preview_due or checkpoint_due or last or first
-                if not (forced or (listening and throttle.due())):
-                    continue
-                # A progress point. Previews, checkpoints and the end wait for the device
-                # anyway; elsewhere read only the steps before this one, whose kernels ran
-                # while this one was queued, so the device keeps working meanwhile.
-                late = config.progress_interval_s > 0 and not (
-                    preview_due or checkpoint_due or last
-                )
-                # (the newest too when no earlier loss is known: the first event of a fit
-                # whose steps take longer than the interval)
-                older = bool(losses.values) or len(losses.pending) > 1
-                losses.read(keep=1 if late and older else 0)
-                if on_progress is not None:
-                    elapsed = clock() - started
-                    per_step = elapsed / (done - first_step)
-                    preview = _preview(pipe, edit, token, config) if preview_due else None
-                    on_progress(
-                        FitProgress(
-                            done,
-                            config.steps,
-                            losses.values[-1],
-                            elapsed,
-                            per_step * (config.steps - done),
-                            preview,
-                            loss_step=len(losses.values),
-                        )
-                    )
-                if checkpoint_due and on_checkpoint is not None:
-                    on_checkpoint(
-                        FitCheckpoint(
-                            step=done,
-                            token=token,
-                            token_embedding=embedding.detach().reshape(dim).cpu().clone(),
-                            i_star=i_star.cpu().clone(),
-                            o_v={n: p.detach().cpu().clone() for n, p in o_v.items()},
-                            optimizer_state=_cpu_optimizer_state(optimizer),
-                            rng_state=generator.get_state(),
-                            losses=list(losses.values),
-                            rng_device=device.type,
-                        )
-                    )
-                if not last and should_cancel is not None and should_cancel():
-                    raise FitCanceled(f"canceled at step {done}/{config.steps}")
             losses.read()
         finally:
             if original is not None:
@@ -683,13 +564,7 @@ def fit_concept(
             patch.remove()
 
     score, energy = score_and_energy(i_star, cinv)
-    values = losses.values
-    tail = values[-max(1, len(values) // 10) :]
-    training = {k: v for k, v in asdict(config).items() if not k.startswith(_NOT_RECORDED)}
-    training.update(
-        n_images=len(images), masked=masks is not None, final_loss=sum(tail) / len(tail)
-    )
-    training["resolution"] = resolution
+    training = _training_facts(config, losses.values, len(images), masks is not None, resolution)
     return Concept(
         architecture=text.arch,
         token=token,
@@ -705,6 +580,228 @@ def fit_concept(
         covariance_fingerprint=covariance.fingerprint,
         base_model_id=base_model_id(pipe),
         training=training,
+    )
+
+
+def _training_facts(
+    config: FitConfig, losses: list[float], n_images: int, masked: bool, resolution: int
+) -> dict[str, Any]:
+    """The fit's settings and outcome as the concept file records them (`Concept.training`)."""
+    tail = losses[-max(1, len(losses) // 10) :]
+    training = {k: v for k, v in asdict(config).items() if not k.startswith(_NOT_RECORDED)}
+    training.update(n_images=n_images, masked=masked, final_loss=sum(tail) / len(tail))
+    training["resolution"] = resolution
+    return training
+
+
+def _check_fit(
+    pipe: StableDiffusionPipeline,
+    text: TextSide,
+    images: list[Image.Image],
+    token: str,
+    config: FitConfig,
+    covariance: Covariance,
+    masks: list[Image.Image] | None,
+    resume: FitCheckpoint | None,
+) -> str:
+    """Refuse a fit that cannot run as asked; returns the base model's fingerprint."""
+    if not images:
+        raise ValueError("need at least one training image")
+    if masks is not None and len(masks) != len(images):
+        raise ValueError("one mask per image")
+    if config.i_star_tracking not in ("exact", "ema"):
+        raise ValueError(
+            f"i_star_tracking must be 'exact' or 'ema', got {config.i_star_tracking!r}"
+        )
+    if getattr(pipe, "_perfusion_applied", None) is not None:
+        raise RuntimeError("remove applied concepts before fitting (remove_concepts(pipe))")
+    fingerprint = model_fingerprint(pipe)
+    if covariance.base_fingerprint and covariance.base_fingerprint != fingerprint:
+        raise ConceptMismatch("the covariance was computed on another base model")
+    dim = text.dim
+    if tuple(covariance.inverse.shape) != (dim, dim):
+        raise ConceptMismatch(f"covariance is {tuple(covariance.inverse.shape)}, text dim {dim}")
+    if resume is not None and resume.token != token:
+        raise ValueError(f"checkpoint is for token {resume.token!r}, not {token!r}")
+    return fingerprint
+
+
+def _trainables(
+    layers: dict[str, Any],
+    e_super: torch.Tensor,
+    embed_init: torch.Tensor,
+    resume: FitCheckpoint | None,
+    device: torch.device,
+    dim: int,
+) -> tuple[nn.Parameter, dict[str, nn.Parameter]]:
+    """The token's embedding row and each layer's o*_V, from the checkpoint when resuming;
+    else from the superclass (o*_V = W_v·e_super)."""
+    source = resume.o_v if resume is not None else None
+    o_v = {
+        n: nn.Parameter(
+            source[n].to(device, torch.float32).clone()
+            if source is not None
+            else torch.nn.functional.linear(e_super, a.to_v.weight.float())
+        )
+        for n, a in layers.items()
+    }
+    start = resume.token_embedding if resume is not None else embed_init
+    embedding = nn.Parameter(start.to(device, torch.float32).clone().reshape(1, dim))
+    return embedding, o_v
+
+
+@dataclass(frozen=True)
+class _StepInputs:
+    """What every optimisation step of one fit reads: `_micro_step`'s arguments, in order."""
+
+    pipe: StableDiffusionPipeline
+    text: TextSide
+    scheduler: DDPMScheduler
+    latents: torch.Tensor
+    weights: torch.Tensor
+    prompts: _TrainingPrompts
+    patch: TokenPatch
+    config: FitConfig
+    generator: torch.Generator
+    use_amp: bool
+
+
+def _train_step(
+    inputs: _StepInputs,
+    optimizer: torch.optim.Optimizer,
+    i_star: torch.Tensor,
+    edit: TextSpaceEdit,
+    cinv: torch.Tensor,
+) -> torch.Tensor:
+    """One optimisation step (`grad_accum` micro steps), then i* follows the token and the
+    edit is refreshed in place; returns the step's loss, still on the device (float64)."""
+    config = inputs.config
+    optimizer.zero_grad(set_to_none=True)
+    step_loss: torch.Tensor | None = None
+    token_encodings = []
+    with inputs.patch.pooled_locks_paused():
+        for _ in range(config.grad_accum):
+            loss, enc = _micro_step(
+                inputs.pipe,
+                inputs.text,
+                inputs.scheduler,
+                inputs.latents,
+                inputs.weights,
+                inputs.prompts,
+                inputs.patch,
+                config,
+                inputs.generator,
+                inputs.use_amp,
+            )
+            (loss / config.grad_accum).backward()
+            # float64, in the order a Python float sum of .item()s would add them
+            part = loss.detach().double() / config.grad_accum
+            step_loss = part if step_loss is None else step_loss + part
+            token_encodings.append(enc)
+        optimizer.step()
+        with torch.no_grad():
+            if config.i_star_tracking == "exact":
+                i_star.copy_(inputs.prompts.i_star(cinv))
+            else:
+                mean_enc = torch.cat(token_encodings).mean(0)
+                i_star.mul_(config.ema_decay).add_(mean_enc, alpha=1 - config.ema_decay)
+            _refresh(edit, i_star, cinv)
+    assert step_loss is not None
+    return step_loss
+
+
+class _Reports:
+    """When a fit reports: progress events (with previews), checkpoints and cancel checks."""
+
+    def __init__(
+        self,
+        config: FitConfig,
+        first_step: int,
+        clock: Callable[[], float],
+        on_progress: Callable[[FitProgress], None] | None,
+        on_checkpoint: Callable[[FitCheckpoint], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> None:
+        self.config, self.first_step, self.clock = config, first_step, clock
+        self.on_progress, self.on_checkpoint = on_progress, on_checkpoint
+        self.should_cancel = should_cancel
+        self.started = clock()
+        self.throttle = _Throttle(config.progress_interval_s, clock)
+        self.listening = on_progress is not None or should_cancel is not None
+
+    def after_step(
+        self,
+        step: int,
+        losses: _Losses,
+        preview: Callable[[], Image.Image],
+        checkpoint: Callable[[int], FitCheckpoint],
+    ) -> None:
+        """A progress point after `step` when one is due (the loss read back, an event, a
+        preview and a checkpoint when theirs are, a cancel check); else nothing, on the host.
+        Raises FitCanceled when asked to stop before the last step."""
+        config, on_progress, on_checkpoint = self.config, self.on_progress, self.on_checkpoint
+        done = step + 1
+        preview_due = bool(
+            on_progress and config.preview_every and done % config.preview_every == 0
+        )
+        every = config.checkpoint_every
+        checkpoint_due = bool(on_checkpoint and every and done % every == 0)
+        last = done == config.steps
+        # the first step of this run is reported too: a watcher sees the fit move at
+        # once (the worker always publishes step 1), however long the interval
+        first = on_progress is not None and step == self.first_step
+        forced = preview_due or checkpoint_due or last or first
+        if not (forced or (self.listening and self.throttle.due())):
+            return
+        # A progress point. Previews, checkpoints and the end wait for the device
+        # anyway; elsewhere read only the steps before this one, whose kernels ran
+        # while this one was queued, so the device keeps working meanwhile.
+        late = config.progress_interval_s > 0 and not (preview_due or checkpoint_due or last)
+        # (the newest too when no earlier loss is known: the first event of a fit
+        # whose steps take longer than the interval)
+        older = bool(losses.values) or len(losses.pending) > 1
+        losses.read(keep=1 if late and older else 0)
+        if on_progress is not None:
+            elapsed = self.clock() - self.started
+            per_step = elapsed / (done - self.first_step)
+            on_progress(
+                FitProgress(
+                    done,
+                    config.steps,
+                    losses.values[-1],
+                    elapsed,
+                    per_step * (config.steps - done),
+                    preview() if preview_due else None,
+                    loss_step=len(losses.values),
+                )
+            )
+        if checkpoint_due and on_checkpoint is not None:
+            on_checkpoint(checkpoint(done))
+        if not last and self.should_cancel is not None and self.should_cancel():
+            raise FitCanceled(f"canceled at step {done}/{config.steps}")
+
+
+def _checkpoint(
+    done: int,
+    token: str,
+    embedding: nn.Parameter,
+    i_star: torch.Tensor,
+    o_v: dict[str, nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    losses: _Losses,
+) -> FitCheckpoint:
+    """The fit after `done` steps, copied to the CPU."""
+    return FitCheckpoint(
+        step=done,
+        token=token,
+        token_embedding=embedding.detach().reshape(-1).cpu().clone(),
+        i_star=i_star.cpu().clone(),
+        o_v={n: p.detach().cpu().clone() for n, p in o_v.items()},
+        optimizer_state=_cpu_optimizer_state(optimizer),
+        rng_state=generator.get_state(),
+        losses=list(losses.values),
+        rng_device=generator.device.type,
     )
 
 

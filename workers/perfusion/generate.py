@@ -11,7 +11,7 @@ from PIL import Image
 from .apply import AppliedConcepts, ConceptControl, apply_concepts
 from .concept import Concept
 from .sides import text_side
-from .text import Tokens, swap_ids
+from .text import Tokens, prompt_ids, swap_ids, word_ids
 
 
 class GenerationCanceled(Exception):
@@ -28,14 +28,13 @@ def superclass_key_states(pipe: StableDiffusionPipeline, prompt: str, applied: A
     text = text_side(pipe)
     ids, aligns = [], []
     for tokenizer, token_ids in zip(text.tokenizers, applied.tokens.token_ids_per, strict=True):
-        length = tokenizer.model_max_length
-        row = tokenizer(prompt, truncation=True, max_length=length).input_ids
+        row = prompt_ids(tokenizer, prompt)
         swap = {
-            tid: tokenizer(c.superclass, add_special_tokens=False).input_ids
+            tid: word_ids(tokenizer, c.superclass)
             for tid, c in zip(token_ids, applied.concepts, strict=True)
         }
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else row[-1]
-        substituted, align = swap_ids(row, swap, length, pad)
+        substituted, align = swap_ids(row, swap, tokenizer.model_max_length, pad)
         ids.append(torch.tensor([substituted]))
         aligns.append(align)
     if any(a != aligns[0] for a in aligns[1:]):

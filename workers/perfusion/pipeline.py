@@ -272,14 +272,6 @@ class TokenPatch:
         return self.token_ids_per[0]
 
     @property
-    def original_tokenizer(self) -> object:
-        return self.original_tokenizers[0]
-
-    @property
-    def original_embedding(self) -> nn.Module:
-        return self.original_embeddings[0]
-
-    @property
     def embedding(self) -> ExtendedEmbedding:
         return self.embeddings[0]
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .text import ARCH_SDXL, PromptEncoding, TextSide, Tokens, swap_ids
+from .text import ARCH_SDXL, PromptEncoding, TextSide, Tokens, swap_ids, word_ids
 
 SDXL_UNET = dict(
     sample_size=128,
@@ -209,7 +209,7 @@ class SDXLText(TextSide):
         base_tokenizer = patch.original_tokenizers[1]
         swap: dict[int, list[int]] = {}
         for tid, superclass in zip(patch.token_ids_per[1], superclasses, strict=True):
-            ids = base_tokenizer(superclass, add_special_tokens=False).input_ids
+            ids = word_ids(base_tokenizer, superclass)
             if not ids:
                 raise ValueError(f"superclass {superclass!r} has no tokens")
             swap[tid] = ids

@@ -59,6 +59,16 @@ def real_token_mask(input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return (is_eos.cumsum(-1) - is_eos) == 0  # no EOS strictly before the position
 
 
+def word_ids(tokenizer: Any, word: str) -> list[int]:
+    """The word's token ids in `tokenizer`, without BOS/EOS."""
+    return tokenizer(word, add_special_tokens=False).input_ids
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """One prompt's ids as the pipeline reads it (BOS, words, EOS, truncated), unpadded."""
+    return tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+
+
 def swap_ids(
     ids: Sequence[int], swap: dict[int, list[int]], length: int, pad: int
 ) -> tuple[list[int], list[int]]:
@@ -137,7 +147,7 @@ class TextSide:
 
     def word_ids(self, word: str) -> list[list[int]]:
         """The word's token ids in each tokenizer (no BOS/EOS)."""
-        return [tok(word, add_special_tokens=False).input_ids for tok in self.tokenizers]
+        return [word_ids(tokenizer, word) for tokenizer in self.tokenizers]
 
     def word_embedding(self, word: str) -> torch.Tensor:
         """(D,) float32: per encoder the mean input embedding of the word's tokens, concatenated."""
