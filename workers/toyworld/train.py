@@ -305,7 +305,16 @@ def train_diffusion(
         folder = Path(cfg.init_from)
         old = CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict()
         old_vocab = CLIPTokenizer.from_pretrained(folder / "tokenizer").get_vocab()
-        encoder.load_state_dict(_remap_token_rows(old, old_vocab, tokenizer, encoder))
+        state = _remap_token_rows(old, old_vocab, tokenizer, encoder)
+        own = encoder.state_dict()
+        dropped = sorted(k for k in state if k not in own)
+        if dropped:  # a shallower --text-layers keeps the earlier encoder's first layers
+            log.info("%d tensors of the earlier encoder's deeper layers not used", len(dropped))
+        missing = encoder.load_state_dict(
+            {k: v for k, v in state.items() if k in own}, strict=False
+        )
+        if missing.missing_keys:
+            log.info("%d encoder tensors start fresh", len(missing.missing_keys))
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
         log.info("stage 2 starts from the text encoder and UNet of %s", folder)
     ema_encoder, ema_unet = copy.deepcopy(encoder), copy.deepcopy(unet)

@@ -119,3 +119,19 @@ def test_padding_comes_from_another_caption_and_real_tokens_stay() -> None:
         donors.add(donor)
         assert torch.equal(out[row, kept:], encodings[donor, kept:])
     assert len(donors) == 3  # a permutation: every caption gives its padding to one row
+
+
+def test_a_shallower_text_encoder_keeps_the_earlier_ones_first_layers(tmp_path: Path) -> None:
+    from transformers import CLIPTextModel
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    train.main(["--out", str(first), *TINY, "--text-layers", "2"])
+    args = [*TINY, "--vae-from", str(first), "--init-from", str(first), "--text-layers", "1"]
+    args[args.index("--steps") + 1] = "0"
+    train.main(["--out", str(second), *args])
+    deep = CLIPTextModel.from_pretrained(first / "text_encoder").state_dict()
+    shallow = CLIPTextModel.from_pretrained(second / "text_encoder")
+    assert shallow.config.num_hidden_layers == 1
+    for name, value in shallow.state_dict().items():
+        assert torch.equal(value, deep[name]), name  # layer 0, embeddings, final norm
+    assert any(".layers.1." in name for name in deep)
