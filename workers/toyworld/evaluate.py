@@ -15,7 +15,14 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from workers.toyworld.reader import read_attributes
-from workers.toyworld.world import BREEDS, caption, sample_breed_scene, sample_scene
+from workers.toyworld.world import (
+    BREEDS,
+    Scene,
+    breed_of,
+    caption,
+    sample_breed_scene,
+    sample_scene,
+)
 
 MODEL_DIR = Path(__file__).parent / "model"
 STEPS = 20
@@ -26,6 +33,46 @@ def load_pipeline(folder: Path = MODEL_DIR) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# How each attribute of a generated image is checked against the scene it was asked for.
+_CHECKS = {
+    "shape": lambda read, scene: read.shape == scene.shape,
+    "color": lambda read, scene: read.color == scene.color,
+    "pattern": lambda read, scene: read.pattern == scene.look.pattern,
+    "second": lambda read, scene: read.second == scene.look.second,
+    "background": lambda read, scene: read.background == scene.background,
+}
+
+
+def _accuracy(
+    pipe: StableDiffusionPipeline,
+    scenes: list[Scene],
+    prompts: list[str],
+    attributes: tuple[str, ...],
+    seed: int,
+    steps: int,
+    guidance: float,
+    batch: int,
+) -> dict[str, float]:
+    """Fraction of the images generated from `prompts` whose read-back `attributes` (and all
+    of them together) are their scene's."""
+    generator = torch.Generator().manual_seed(seed)
+    hits = dict.fromkeys((*attributes, "all"), 0)
+    for start in range(0, len(scenes), batch):
+        images = pipe(
+            prompts[start : start + batch],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+        ).images
+        for scene, image in zip(scenes[start : start + batch], images, strict=True):
+            read = read_attributes(image)
+            ok = {key: _CHECKS[key](read, scene) for key in attributes}
+            ok["all"] = all(ok.values())
+            for key, value in ok.items():
+                hits[key] += value
+    return {key: value / len(scenes) for key, value in hits.items()}
 
 
 def knowledge_accuracy(
@@ -42,27 +89,8 @@ def knowledge_accuracy(
     rng = random.Random(seed)
     scenes = [sample_scene(rng) for _ in range(n)]
     prompts = [caption(s, rng, complete=True) for s in scenes]
-    generator = torch.Generator().manual_seed(seed)
-    hits = {"shape": 0, "color": 0, "pattern": 0, "background": 0, "all": 0}
-    for start in range(0, n, batch):
-        images = pipe(
-            prompts[start : start + batch],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generator,
-        ).images
-        for scene, image in zip(scenes[start : start + batch], images, strict=True):
-            read = read_attributes(image)
-            ok = {
-                "shape": read.shape == scene.shape,
-                "color": read.color == scene.color,
-                "pattern": read.pattern == scene.look.pattern,
-                "background": read.background == scene.background,
-            }
-            ok["all"] = all(ok.values())
-            for key, value in ok.items():
-                hits[key] += value
-    return {key: value / n for key, value in hits.items()}
+    attributes = ("shape", "color", "pattern", "background")
+    return _accuracy(pipe, scenes, prompts, attributes, seed, steps, guidance, batch)
 
 
 def breed_accuracy(
@@ -79,31 +107,9 @@ def breed_accuracy(
     rng = random.Random(seed)
     words = sorted(BREEDS)
     scenes = [sample_breed_scene(rng, rng.choice(words)) for _ in range(n)]
-    names = {look: word for word, look in BREEDS.items()}
-    prompts = [f"a {names[s.look]} on a {s.background} background" for s in scenes]
-    generator = torch.Generator().manual_seed(seed)
-    keys = ("shape", "color", "pattern", "second", "background", "all")
-    hits = dict.fromkeys(keys, 0)
-    for start in range(0, n, batch):
-        images = pipe(
-            prompts[start : start + batch],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generator,
-        ).images
-        for scene, image in zip(scenes[start : start + batch], images, strict=True):
-            read = read_attributes(image)
-            ok = {
-                "shape": read.shape == scene.shape,
-                "color": read.color == scene.color,
-                "pattern": read.pattern == scene.look.pattern,
-                "second": read.second == scene.look.second,
-                "background": read.background == scene.background,
-            }
-            ok["all"] = all(ok.values())
-            for key, value in ok.items():
-                hits[key] += value
-    return {key: value / n for key, value in hits.items()}
+    prompts = [f"a {breed_of(s.look)} on a {s.background} background" for s in scenes]
+    attributes = ("shape", "color", "pattern", "second", "background")
+    return _accuracy(pipe, scenes, prompts, attributes, seed, steps, guidance, batch)
 
 
 def main(argv: list[str] | None = None) -> None:
