@@ -10,14 +10,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.concepts.models import Concept, ConceptStatus
+from app.concepts.models import CONCEPT_CONTENT_TYPE, Concept, ConceptStatus
 from app.db import session_scope
 from app.generations.models import GeneratedImage, Generation
 from app.jobs.models import Job, JobState
 from app.storage import DatabaseBlobStore
 from app.storage.models import Blob
-
-CONCEPT_CONTENT_TYPE = "application/x-perfusion-concept"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.concepts import filecheck
 from app.concepts.models import (
+    CONCEPT_CONTENT_TYPE,
     NAME_MAX_CHARS,
     SUPERCLASS_MAX_CHARS,
     Concept,
@@ -139,7 +140,7 @@ def import_concept(
             f"{token} is already used by another concept here; import it under another "
             f"token, e.g. {free_token(session, token)}.",
         )
-    blob_id = DatabaseBlobStore(session).put(data, "application/octet-stream")
+    blob_id = DatabaseBlobStore(session).put(data, CONCEPT_CONTENT_TYPE)
     concept = Concept(
         owner_id=user.id,
         name=(name or "").strip()[:NAME_MAX_CHARS] or token.strip("<>"),

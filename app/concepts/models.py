@@ -23,6 +23,10 @@ class Visibility(enum.StrEnum):
     public = "public"
 
 
+CONCEPT_CONTENT_TYPE = "application/x-perfusion-concept"
+"""The content type a concept file's blob is stored under, fitted or imported."""
+
+
 class ConceptStatus(enum.StrEnum):
     fitting = "fitting"
     ready = "ready"

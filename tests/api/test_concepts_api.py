@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import func, select
 
-from app.concepts.models import Concept, ConceptPhoto
+from app.concepts.models import CONCEPT_CONTENT_TYPE, Concept, ConceptPhoto
 from app.db import session_scope
 from app.jobs.models import Job, JobKind, JobState
 from app.storage.models import Blob
@@ -203,6 +203,11 @@ def test_download_and_import_concept_files(make_user, anon) -> None:  # type: ig
     body = imported.json()
     assert body["token"] == "<imported-ok>" and body["status"] == "ready" and body["is_owner"]
     assert bob.get(f"/api/concepts/{body['id']}/file").content == same_base
+    with session_scope() as session:  # stored like a fitted concept's file, not as opaque bytes
+        stored = session.get(Concept, uuid.UUID(body["id"]))
+        assert stored is not None and stored.file_blob_id is not None
+        blob = session.get(Blob, stored.file_blob_id)
+        assert blob is not None and blob.content_type == CONCEPT_CONTENT_TYPE
 
     other_base = upload(bob, concept_file("<foreign>", fingerprint="b" * 64))
     assert other_base.status_code == 422 and "another base model" in other_base.json()["detail"]

@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from websockets.sync.client import connect
 
-from app.concepts.models import Concept, ConceptStatus
+from app.concepts.models import CONCEPT_CONTENT_TYPE, Concept, ConceptStatus
 from app.config import get_settings
 from app.db import session_scope
 from app.generations.models import Generation
@@ -55,7 +55,6 @@ from tests.support.faults import (
 from tests.support.stack import Process, Stack, production_env, running_stack, wait_for
 from tests.support.tiny_model import save_tiny_model
 from tests.support.webdata import photo_png
-from workers.results import CONCEPT_CONTENT_TYPE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

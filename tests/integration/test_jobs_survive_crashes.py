@@ -24,7 +24,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from websockets.sync.client import connect
 
-from app.concepts.models import Concept, ConceptStatus
+from app.concepts.models import CONCEPT_CONTENT_TYPE, Concept, ConceptStatus
 from app.config import get_settings
 from app.db import session_scope
 from app.generations.models import GeneratedImage, Generation
@@ -42,7 +42,6 @@ from tests.support.factories import make_concept, make_generation, make_user, se
 from tests.support.services import fresh_postgres_database, fresh_redis
 from tests.support.stack import Process, Stack, production_env, running_stack, wait_for
 from tests.support.tiny_model import save_tiny_model
-from workers.results import CONCEPT_CONTENT_TYPE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
