@@ -13,6 +13,7 @@ from app.config import get_settings
 from app.db import session_scope
 from app.jobs.lifecycle import finish_job
 from app.jobs.models import Job, JobKind, JobState
+from app.jobs.params import DEFAULT_STRENGTH
 from tests.support.apihelpers import create_concept, mark_ready
 from tests.support.webdata import concept_file, photo_png
 
@@ -172,6 +173,8 @@ def test_the_strength_slider_says_what_moves(make_user) -> None:  # type: ignore
     assert f'<span class="end">unmistakably {token}</span>' in page
     assert "At 0 you get" in page and "just the superclass — a toy as the base model" in page
     assert f"until at 1 it is unmistakably {token}" in page
+    # before any script runs, the number beside the slider is the slider's own default
+    assert f'<b id="strength-value">{DEFAULT_STRENGTH:.2f}</b>' in page
 
 
 def test_lists_read_each_card_in_a_fixed_number_of_queries(make_user) -> None:  # type: ignore[no-untyped-def]
