@@ -1,6 +1,6 @@
 """Does a pipeline know the toy world? Generate from fresh captions and read the images back.
 
-python -m workers.toyworld.evaluate [--model workers/toyworld/model] [--n 100]
+python -m workers.toyworld.evaluate [--model workers/toyworld/model] [--n 100] [--breeds|--patterns]
 """
 
 from __future__ import annotations
@@ -9,14 +9,16 @@ import argparse
 import json
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
 
-from workers.toyworld.reader import read_attributes
+from workers.toyworld.reader import Attributes, read_attributes
 from workers.toyworld.world import (
     BREEDS,
+    PATTERNS,
     Scene,
     breed_of,
     caption,
@@ -45,6 +47,27 @@ _CHECKS = {
 }
 
 
+def _reads(
+    pipe: StableDiffusionPipeline,
+    scenes: list[Scene],
+    prompts: list[str],
+    seed: int,
+    steps: int,
+    guidance: float,
+    batch: int,
+) -> Iterator[tuple[Scene, Attributes]]:
+    """Each scene with what the reader finds in the image generated from its prompt."""
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, len(scenes), batch):
+        images = pipe(
+            prompts[start : start + batch],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generator,
+        ).images
+        yield from zip(scenes[start : start + batch], map(read_attributes, images), strict=True)
+
+
 def _accuracy(
     pipe: StableDiffusionPipeline,
     scenes: list[Scene],
@@ -57,22 +80,19 @@ def _accuracy(
 ) -> dict[str, float]:
     """Fraction of the images generated from `prompts` whose read-back `attributes` (and all
     of them together) are their scene's."""
-    generator = torch.Generator().manual_seed(seed)
     hits = dict.fromkeys((*attributes, "all"), 0)
-    for start in range(0, len(scenes), batch):
-        images = pipe(
-            prompts[start : start + batch],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generator,
-        ).images
-        for scene, image in zip(scenes[start : start + batch], images, strict=True):
-            read = read_attributes(image)
-            ok = {key: _CHECKS[key](read, scene) for key in attributes}
-            ok["all"] = all(ok.values())
-            for key, value in ok.items():
-                hits[key] += value
+    for scene, read in _reads(pipe, scenes, prompts, seed, steps, guidance, batch):
+        ok = {key: _CHECKS[key](read, scene) for key in attributes}
+        ok["all"] = all(ok.values())
+        for key, value in ok.items():
+            hits[key] += value
     return {key: value / len(scenes) for key, value in hits.items()}
+
+
+def _complete_captions(n: int, seed: int) -> tuple[list[Scene], list[str]]:
+    rng = random.Random(seed)
+    scenes = [sample_scene(rng) for _ in range(n)]
+    return scenes, [caption(s, rng, complete=True) for s in scenes]
 
 
 def knowledge_accuracy(
@@ -86,11 +106,26 @@ def knowledge_accuracy(
     """Fraction of n generated images whose shape, main colour, pattern, background (and all
     four) match the caption they were generated from. Captions always name all four; the
     second colour is never named, so it is not scored."""
-    rng = random.Random(seed)
-    scenes = [sample_scene(rng) for _ in range(n)]
-    prompts = [caption(s, rng, complete=True) for s in scenes]
+    scenes, prompts = _complete_captions(n, seed)
     attributes = ("shape", "color", "pattern", "background")
     return _accuracy(pipe, scenes, prompts, attributes, seed, steps, guidance, batch)
+
+
+def pattern_confusion(
+    pipe: StableDiffusionPipeline,
+    n: int = 100,
+    seed: int = 0,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    batch: int = 20,
+) -> dict[str, dict[str, int]]:
+    """For the knowledge test's captions: per pattern asked for, how often the reader finds
+    each pattern in the image (which patterns the model confuses, not just how often)."""
+    scenes, prompts = _complete_captions(n, seed)
+    table = {asked: dict.fromkeys(PATTERNS, 0) for asked in PATTERNS}
+    for scene, read in _reads(pipe, scenes, prompts, seed, steps, guidance, batch):
+        table[scene.look.pattern][read.pattern] += 1
+    return table
 
 
 def breed_accuracy(
@@ -124,10 +159,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--breeds", action="store_true", help="prompt with breed words instead of attributes"
     )
+    parser.add_argument(
+        "--patterns", action="store_true", help="print which pattern is read for each asked"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model).to(args.device)
     start = time.monotonic()
+    if args.patterns:
+        table = pattern_confusion(pipe, args.n, args.seed, args.steps, args.guidance)
+        print("| asked \\ read | " + " | ".join(PATTERNS) + " |")
+        print("| --- " * (len(PATTERNS) + 1) + "|")
+        for asked, row in table.items():
+            print(f"| {asked} | " + " | ".join(str(row[p]) for p in PATTERNS) + " |")
+        return
     measure = breed_accuracy if args.breeds else knowledge_accuracy
     result = measure(pipe, args.n, args.seed, args.steps, args.guidance)
     result["seconds"] = round(time.monotonic() - start, 1)
