@@ -308,7 +308,7 @@ class _TrainingPrompts:
         text: TextSide,
         token: str,
         token_id: int,
-        superclass: str | None,
+        superclass: str,
         resolution: int,
         device: torch.device,
     ) -> _TrainingPrompts:
@@ -321,9 +321,7 @@ class _TrainingPrompts:
             raise ValueError(
                 f"concept token {token!r} does not fit in the prompt length of {missing}"
             )
-        kwargs: dict[str, Any] = {}
-        if superclass is not None:
-            kwargs = text.unet_kwargs([t.format(superclass) for t in TEMPLATES], resolution)
+        kwargs = text.unet_kwargs([t.format(superclass) for t in TEMPLATES], resolution)
         return cls(
             tokens=Tokens(tuple(ids.to(device) for ids in tokens.ids), tokens.mask.to(device)),
             positions=hits.int().argmax(1).to(device),
