@@ -29,6 +29,7 @@ from app.jobs.runner import (
     with_database_retries,
 )
 from workers import results
+from workers.fit_config import fit_config
 from workers.images import open_image, open_masks, png_bytes, preview_data_url
 from workers.model_cache import get_model_cache
 
@@ -140,21 +141,13 @@ def fit(ctx: JobContext) -> JobOutcome:
     with gpu_errors():
         model = cache.get(settings.base_model)
         timer.done("model")
-        architecture = perfusion.architecture(model.pipe)
-        batch, accum = perfusion.default_batch(architecture, on_cuda)  # SDXL: 4 x 4 at 1024 px
-        if settings.fit_batch_size:
-            batch = settings.fit_batch_size
-        if settings.fit_batch_size or settings.fit_grad_accum != 1:
-            accum = settings.fit_grad_accum
-        config = perfusion.FitConfig(
-            steps=params.steps,
-            batch_size=batch,
-            grad_accum=accum,
-            seed=seed,
-            preview_every=settings.fit_preview_every,
-            checkpoint_every=settings.fit_checkpoint_every,
-            # Progress points (loss read back, cancel check, step event) at most this often,
-            # plus the first, last, preview and checkpoint steps; 0: every step.
+        # Progress points (loss read back, cancel check, step event) at most this often,
+        # plus the first, last, preview and checkpoint steps; 0: every step.
+        config = fit_config(
+            model.pipe,
+            on_cuda,
+            params.steps,
+            seed,
             progress_interval_s=settings.job_progress_interval_s,
         )
         if resume is not None:
@@ -211,7 +204,7 @@ def fit(ctx: JobContext) -> JobOutcome:
             sample_params,
             samples,
             generation_id,
-            architecture=architecture,
+            architecture=perfusion.architecture(model.pipe),
         ),
     )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.config import get_settings
 from app.db import session_scope
 from app.jobs import sweeper
 from app.jobs.models import Job, JobState
@@ -82,3 +83,24 @@ def test_the_embedded_worker_warms_its_model_when_the_app_starts(tiny) -> None: 
         # worker_ready fired; the embedded process still sweeps only once, at its start-up
         assert sweeper._sweeper is None
     assert cache.loads == 1
+
+
+def test_the_warm_up_fit_and_generation_leave_the_base_model_as_it_was(tiny) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from workers.model_cache import first_calls
+
+    reset_caches()
+    cache = get_model_cache()
+    model = cache.get(get_settings().base_model)
+    pipe = model.pipe
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    processors = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    vocab = len(pipe.tokenizer)
+    rows = pipe.text_encoder.get_input_embeddings().weight.shape
+    first_calls(pipe, cache.covariance(model), on_cuda=False)
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == processors
+    assert len(pipe.tokenizer) == vocab
+    assert pipe.text_encoder.get_input_embeddings().weight.shape == rows
+    after = pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
