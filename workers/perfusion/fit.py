@@ -63,7 +63,9 @@ class FitConfig:
     ema_decay: float = 0.99
     seed: int = 0
     preview_every: int = 0
-    preview_steps: int = 20
+    # A preview is a glance, not a sample: on the toy world (DDIM) 10 steps draw the same image
+    # as 20, a little softer, in half the time (0.19-0.39 s against 0.52-0.82 s on one thread).
+    preview_steps: int = 10
     checkpoint_every: int = 0
     mixed_precision: bool = True  # bf16 autocast where the device supports it (CUDA with bf16)
     progress_interval_s: float = 0.5
