@@ -66,6 +66,7 @@ class TrainConfig:
     pattern_named: float = world.PATTERN_NAMED  # how often a training caption names the pattern
     breed_share: float = world.BREED_SHARE  # share of training scenes that show a breed
     breed_named: float = world.BREED_NAMED  # how often a breed's caption uses its breed word
+    color_named: float = world.COLOR_NAMED  # how often a training caption names the main colour
     # Feed the UNet each caption's padding encodings from another caption of the batch, so it
     # learns to read the real tokens only (see shuffle_padding).
     shuffle_padding: bool = True
@@ -100,10 +101,14 @@ def scene_batch(
     pattern_named: float = world.PATTERN_NAMED,
     breed_share: float = world.BREED_SHARE,
     breed_named: float = world.BREED_NAMED,
+    color_named: float = world.COLOR_NAMED,
 ) -> tuple[torch.Tensor, list[str]]:
     scenes = [world.sample_training_scene(rng, breed_share) for _ in range(n)]
     return images_to_tensor([world.render(s) for s in scenes]), [
-        world.caption(s, rng, pattern_named=pattern_named, breed_named=breed_named) for s in scenes
+        world.caption(
+            s, rng, pattern_named=pattern_named, breed_named=breed_named, color_named=color_named
+        )
+        for s in scenes
     ]
 
 
@@ -207,6 +212,7 @@ class LatentDataset:
         self.mean, self.std = torch.cat(means), torch.cat(stds)
         self.pattern_named = cfg.pattern_named
         self.breed_named = cfg.breed_named
+        self.color_named = cfg.color_named
         log.info("encoded %d scenes once for stage 2", len(self.scenes))
 
     def batch(self, rng: random.Random, n: int, device: str) -> tuple[torch.Tensor, list[str]]:
@@ -216,7 +222,11 @@ class LatentDataset:
         latents = torch.where(mirror[:, None, None, None], latents.flip(-1), latents)
         captions = [
             world.caption(
-                self.scenes[k], rng, pattern_named=self.pattern_named, breed_named=self.breed_named
+                self.scenes[k],
+                rng,
+                pattern_named=self.pattern_named,
+                breed_named=self.breed_named,
+                color_named=self.color_named,
             )
             for k in index
         ]
@@ -339,7 +349,7 @@ def train_diffusion(
             latents, prompts = data.batch(rng, cfg.batch, cfg.device)
         else:
             x, prompts = scene_batch(
-                rng, cfg.batch, cfg.pattern_named, cfg.breed_share, cfg.breed_named
+                rng, cfg.batch, cfg.pattern_named, cfg.breed_share, cfg.breed_named, cfg.color_named
             )
             with torch.no_grad():
                 posterior = vae.encode(x.to(cfg.device)).latent_dist

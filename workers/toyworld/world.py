@@ -50,6 +50,10 @@ SUPERCLASS_NOUNS: tuple[str, ...] = ("shape", "toy")
 
 MIN_RADIUS, MAX_RADIUS = 14.0, 23.0
 PATTERN_NAMED = 0.5  # how often a training caption names the pattern
+# How often a training caption names the main colour. Below 1, some captions say only the
+# noun ("a square on a white background"), so a bare noun draws its shape in any colour, as
+# "a dog" does in Stable Diffusion: the superclass prompt a key-locked concept leans on.
+COLOR_NAMED = 1.0
 BREED_COUNT = 60
 BREED_SHARE = 0.35  # share of training scenes that show a breed
 BREED_NAMED = 0.8  # how often a breed's caption calls it by its breed word
@@ -307,10 +311,13 @@ def object_mask(scene: Scene) -> Image.Image:
     return big.resize((SIZE, SIZE), Image.Resampling.BOX)
 
 
-def object_phrase(look: Look, name_pattern: bool, noun: str | None = None) -> str:
-    """How a caption names an object: "[pattern] colour noun"; the second colour never."""
+def object_phrase(
+    look: Look, name_pattern: bool, noun: str | None = None, name_color: bool = True
+) -> str:
+    """How a caption names an object: "[pattern] [colour] noun"; the second colour never."""
     words = [look.pattern] if name_pattern else []
-    return " ".join([*words, look.color, noun or look.shape])
+    colour = [look.color] if name_color else []
+    return " ".join([*words, *colour, noun or look.shape])
 
 
 def caption(
@@ -319,11 +326,13 @@ def caption(
     complete: bool = False,
     pattern_named: float = PATTERN_NAMED,
     breed_named: float = BREED_NAMED,
+    color_named: float = COLOR_NAMED,
 ) -> str:
     """A caption of the scene. With complete=True it names shape, main colour, pattern and
     background in words; otherwise a breed's look is called by its breed word with probability
     `breed_named`, and other captions name the pattern with probability `pattern_named`,
-    sometimes say "shape"/"toy" instead of the shape, and sometimes omit the background."""
+    sometimes say "shape"/"toy" instead of the shape, name the main colour with probability
+    `color_named` (no random draw when it is 1), and sometimes omit the background."""
     breed = None if complete else breed_of(scene.look)
     if breed is not None and rng.random() < breed_named:
         obj = breed
@@ -331,7 +340,8 @@ def caption(
         name_pattern = complete or rng.random() < pattern_named
         roll = rng.random()
         noun = None if complete or roll < 0.85 else rng.choice(SUPERCLASS_NOUNS)
-        obj = object_phrase(scene.look, name_pattern, noun)
+        name_color = complete or color_named >= 1 or rng.random() < color_named
+        obj = object_phrase(scene.look, name_pattern, noun, name_color)
     if complete or rng.random() < 0.85:
         template = rng.choice(COMPLETE_TEMPLATES)
     else:

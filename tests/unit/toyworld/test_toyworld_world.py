@@ -168,3 +168,19 @@ def test_a_breed_is_called_by_its_word_in_training_but_never_in_complete_caption
         complete = world.caption(scene, rng, complete=True).split()
         assert word not in complete and scene.look.color in complete
     assert 0.7 < by_word / len(breeds) < 0.9  # BREED_NAMED 0.8
+
+
+def test_training_can_leave_the_main_colour_unsaid_so_a_bare_noun_means_any_colour() -> None:
+    rng = random.Random(0)
+    scenes = [world.sample_scene(rng) for _ in range(400)]
+    default = [world.caption(s, rng, breed_named=0.0) for s in scenes]
+    assert all(s.look.color in c.split() for s, c in zip(scenes, default, strict=True))
+    some = [world.caption(s, rng, breed_named=0.0, color_named=0.8) for s in scenes]
+    unsaid = [s for s, c in zip(scenes, some, strict=True) if s.look.color not in c.split()]
+    assert 0.1 < len(unsaid) / len(scenes) < 0.3
+    # the noun is still there, and complete captions always name the colour
+    assert all(
+        s.look.shape in c or "shape" in c or "toy" in c for s, c in zip(scenes, some, strict=True)
+    )
+    complete = [world.caption(s, rng, complete=True, color_named=0.0) for s in scenes]
+    assert all(s.look.color in c.split() for s, c in zip(scenes, complete, strict=True))
