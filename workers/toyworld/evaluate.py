@@ -1,6 +1,6 @@
 """Does a pipeline know the toy world? Generate from fresh captions and read the images back.
 
-python -m workers.toyworld.evaluate [--model workers/toyworld/model] [--n 100] [--breeds|--patterns]
+python -m workers.toyworld.evaluate [--model DIR] [--n 100] [--breeds|--patterns|--bare]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from workers.toyworld.world import (
     BREEDS,
     PATTERNS,
     Scene,
+    article,
     breed_of,
     caption,
     sample_breed_scene,
@@ -111,6 +112,24 @@ def knowledge_accuracy(
     return _accuracy(pipe, scenes, prompts, attributes, seed, steps, guidance, batch)
 
 
+def bare_noun_accuracy(
+    pipe: StableDiffusionPipeline,
+    n: int = 100,
+    seed: int = 0,
+    steps: int = STEPS,
+    guidance: float = GUIDANCE,
+    batch: int = 20,
+) -> dict[str, float]:
+    """Fraction of n images generated from "a <shape> on a <colour> background" (no main
+    colour, no pattern) whose shape and background (and both) are the asked-for ones: whether
+    a shape noun alone means its shape, as a Perfusion fit whose superclass is that noun needs
+    (its key is the noun's, in prompts that name no colour)."""
+    rng = random.Random(seed)
+    scenes = [sample_scene(rng) for _ in range(n)]
+    prompts = [f"{article(s.shape)} {s.shape} on a {s.background} background" for s in scenes]
+    return _accuracy(pipe, scenes, prompts, ("shape", "background"), seed, steps, guidance, batch)
+
+
 def pattern_confusion(
     pipe: StableDiffusionPipeline,
     n: int = 100,
@@ -162,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--patterns", action="store_true", help="print which pattern is read for each asked"
     )
+    parser.add_argument(
+        "--bare", action="store_true", help="prompt with shape and background only (no colour)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model).to(args.device)
@@ -173,7 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         for asked, row in table.items():
             print(f"| {asked} | " + " | ".join(str(row[p]) for p in PATTERNS) + " |")
         return
-    measure = breed_accuracy if args.breeds else knowledge_accuracy
+    measure = (
+        breed_accuracy if args.breeds else bare_noun_accuracy if args.bare else knowledge_accuracy
+    )
     result = measure(pipe, args.n, args.seed, args.steps, args.guidance)
     result["seconds"] = round(time.monotonic() - start, 1)
     print(json.dumps(result))

@@ -4,7 +4,7 @@ import random
 from types import SimpleNamespace
 
 from workers.toyworld import world
-from workers.toyworld.evaluate import knowledge_accuracy, pattern_confusion
+from workers.toyworld.evaluate import bare_noun_accuracy, knowledge_accuracy, pattern_confusion
 
 
 class _DrawsOneLook:
@@ -27,3 +27,31 @@ def test_pattern_confusion_counts_what_is_read_for_each_pattern_asked() -> None:
         assert all(count == 0 for read, count in row.items() if read != "striped"), asked
     accuracy = knowledge_accuracy(_DrawsOneLook(), n=24, seed=3, batch=5)  # type: ignore[arg-type]
     assert accuracy["pattern"] == table["striped"]["striped"] / 24
+
+
+class _DrawsWhatIsNamed:
+    """A stand-in that draws the shape and background a bare-noun prompt names (in red), and
+    records the prompts."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def __call__(self, prompts: list[str], **_: object) -> SimpleNamespace:
+        self.prompts += prompts
+        images = []
+        for prompt in prompts:
+            words = prompt.split()
+            look = world.Look(words[1], "red")
+            images.append(world.render(world.Scene(look, words[-2], 32, 32, 18)))
+        return SimpleNamespace(images=images)
+
+
+def test_bare_noun_prompts_name_shape_and_background_only_and_score_both() -> None:
+    pipe = _DrawsWhatIsNamed()
+    accuracy = bare_noun_accuracy(pipe, n=12, seed=1, batch=5)  # type: ignore[arg-type]
+    assert len(pipe.prompts) == 12
+    for prompt in pipe.prompts:
+        assert not set(prompt.split()) & (set(world.COLORS) - set(world.BACKGROUNDS)), prompt
+        assert not set(prompt.split()) & set(world.PATTERNS), prompt
+    assert accuracy == {"shape": 1.0, "background": 1.0, "all": 1.0}
+    assert bare_noun_accuracy(_DrawsOneLook(), n=12, seed=1, batch=5)["shape"] < 1.0  # type: ignore[arg-type]
