@@ -9,15 +9,27 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.sessions import SESSION_COOKIE, read_session_value
 from app.config import get_settings
 from app.db import session_scope
 from app.deps import SessionDep
 from app.orm import utcnow
-from app.readcache import read_cache
+from app.readcache import MISSING, read_cache
 from app.security.tokens import hash_token
 from app.users.models import ApiToken, User
+
+
+def _credentials_key(cookie: str | None, authorization: str | None) -> tuple | None:
+    """The read-cache key of the credentials → user lookup (None: no usable credentials)."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return ("credentials", "token", hash_token(authorization.split(" ", 1)[1].strip()))
+    if cookie:
+        user_id = read_session_value(get_settings().secret(), cookie)
+        if user_id is not None:
+            return ("credentials", "user", user_id)
+    return None
 
 
 def user_from_credentials(
@@ -32,28 +44,41 @@ def user_from_credentials(
     deleting an account or touching a token all commit, so a cached answer is never stale.
     A token and its user are read in one query.
     """
-    if authorization and authorization.lower().startswith("bearer "):
-        token_hash = hash_token(authorization.split(" ", 1)[1].strip())
+    key = _credentials_key(cookie, authorization)
+    if key is None:
+        return None
+    if key[1] == "token":
+        token_hash = key[2]
         found = read_cache.get_or_compute(
-            ("credentials", "token", token_hash),
-            lambda: _token_user(session, token_hash),
-            request=request,
+            key, lambda: _token_user(session, token_hash), request=request
         )
         if found is None:
             return None
         token_id, last_used_at, user = found
         _touch(token_id, last_used_at)
         return _attach(session, user)
-    if cookie:
-        user_id = read_session_value(get_settings().secret(), cookie)
-        if user_id is not None:
-            user = read_cache.get_or_compute(
-                ("credentials", "user", user_id),
-                lambda: _user_columns(session.get(User, user_id)),
-                request=request,
-            )
-            return _attach(session, user) if user is not None else None
-    return None
+    user_id = key[2]
+    user = read_cache.get_or_compute(
+        key, lambda: _user_columns(session.get(User, user_id)), request=request
+    )
+    return _attach(session, user) if user is not None else None
+
+
+def _cached_user(
+    session: Session, cookie: str | None, authorization: str | None, request: Request
+) -> Any:
+    """The user when the read cache answers without I/O (None: signed out), else MISSING."""
+    key = _credentials_key(cookie, authorization)
+    if key is None:
+        return None
+    found = read_cache.peek(key, request)
+    if found is MISSING or found is None:
+        return found
+    if key[1] == "token":
+        token_id, last_used_at, found = found
+        if _touch_due(token_id, last_used_at):
+            return MISSING  # the touch writes: the thread pool's path does it
+    return _attach(session, found)
 
 
 def _token_user(session: Session, token_hash: str) -> tuple[Any, Any, dict[str, Any]] | None:
@@ -96,11 +121,9 @@ def _touch(token_id: Any, last_used_at: datetime | None) -> None:
     the server (the load test at 50 clients). A cached lookup can show an old `last_used_at`
     to many requests at once: this process then touches once, not once per request.
     """
+    if not _touch_due(token_id, last_used_at):
+        return
     now = utcnow()
-    if last_used_at and (now - last_used_at).total_seconds() < TOUCH_EVERY_S:
-        return
-    if time.monotonic() - _touched.get(token_id, -TOUCH_EVERY_S) < TOUCH_EVERY_S:
-        return
     _touched[token_id] = time.monotonic()
     with session_scope() as touch:
         touch.execute(
@@ -116,12 +139,25 @@ def _touch(token_id: Any, last_used_at: datetime | None) -> None:
         )
 
 
-def optional_user(request: Request, session: SessionDep) -> User | None:
+def _touch_due(token_id: Any, last_used_at: datetime | None) -> bool:
+    if last_used_at and (utcnow() - last_used_at).total_seconds() < TOUCH_EVERY_S:
+        return False
+    return time.monotonic() - _touched.get(token_id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S
+
+
+async def optional_user(request: Request, session: SessionDep) -> User | None:
+    """The signed-in user or None; answered on the event loop when the read cache knows the
+    credentials, else looked up in the thread pool."""
     cookie, authorization = (
         request.cookies.get(SESSION_COOKIE),
         request.headers.get("authorization"),
     )
-    return user_from_credentials(session, cookie, authorization, request)
+    user = _cached_user(session, cookie, authorization, request)
+    if user is MISSING:
+        user = await run_in_threadpool(
+            user_from_credentials, session, cookie, authorization, request
+        )
+    return user
 
 
 async def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:

@@ -120,7 +120,7 @@ def my_concepts(
 
 
 @router.get("/public", response_model=ConceptPage)
-def public_concepts(
+async def public_concepts(
     request: Request, viewer: ViewerDep, session: SessionDep,
     q: Search = "", page: Page = 1, per_page: PerPage = 12,
 ) -> Response:  # fmt: skip
@@ -130,7 +130,7 @@ def public_concepts(
         return _json(views.list_concepts(session, viewer, mine=False, q=q, page=page,
                                          per_page=per_page))  # fmt: skip
 
-    return cached_response(request, viewer.key, build)
+    return await cached_response(request, viewer.key, build)
 
 
 @router.get("/check-token")
@@ -194,11 +194,11 @@ def import_concept(
 
 
 @router.get("/{concept_id}", response_model=ConceptOut)
-def read_concept(
+async def read_concept(
     request: Request, concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
 ) -> Response:
     """A concept you own, that is public, or whose share link you opened."""
-    return cached_response(
+    return await cached_response(
         request,
         viewer.key,
         lambda: _json(views.concept_out(session, viewer, get_concept(session, viewer, concept_id))),

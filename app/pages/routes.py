@@ -51,7 +51,7 @@ def _signin_redirect(request: Request) -> RedirectResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-def browse(
+async def browse(
     request: Request,
     viewer: ViewerDep,
     session: SessionDep,
@@ -74,7 +74,7 @@ def browse(
             pages=pages,
         )  # fmt: skip
 
-    return cached_response(request, viewer.key, build)
+    return await cached_response(request, viewer.key, build)
 
 
 @router.get("/signin", response_class=HTMLResponse)
@@ -119,7 +119,7 @@ def new_concept(
 
 
 @router.get("/concepts/{concept_id}", response_class=HTMLResponse)
-def concept_page(
+async def concept_page(
     request: Request, concept_id: uuid.UUID, viewer: ViewerDep, session: SessionDep
 ) -> Response:
     def build() -> Response:
@@ -142,7 +142,7 @@ def concept_page(
             samples_pending=not out.samples and concept_facts.samples_pending(session, concept),
         )
 
-    return cached_response(request, viewer.key, build)
+    return await cached_response(request, viewer.key, build)
 
 
 @router.get("/s/{secret}", response_class=HTMLResponse, response_model=None)
