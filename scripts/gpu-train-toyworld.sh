@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Toy-world training on a lent H100/H200 as one prepared call (the device tool's `run`, with
 # carry [".gpu-wheels"]; `make gpu-wheels` here first), in about 8 minutes: the kept checkpoint
-# (workers/toyworld/checkpoints/world3-w3h) continued at batch 128 with the recipe of its
+# (workers/toyworld/checkpoints/world3-w3l) continued at batch 128 with the recipe of its
 # README, then what it knows, measured there. The model comes back as one tar in $OUT.
 #
 #   run: bash scripts/gpu-train-toyworld.sh [minutes, default 6]
@@ -40,12 +40,13 @@ model=/tmp/toyworld-gpu
 # --steps only bounds the run; with --minutes the cosine follows the clock (train.learning_rate).
 "$python" -m workers.toyworld.train --out "$model" --seed 21 --device "$device" --threads 8 \
   --text-layers 1 --unet-channels 32 64 64 --batch "$batch" --lr 0.0005 --warmup 50 \
-  --lr-schedule cosine --lr-final 0.1 --pattern-named 0.9 --breed-share 0.6 --dataset "$dataset" \
-  --vae-from workers/toyworld/model --init-from workers/toyworld/checkpoints/world3-w3h \
+  --lr-schedule cosine --lr-final 0.1 --pattern-named 0.9 --breed-share 0.6 --color-named 0.7 \
+  --dataset "$dataset" \
+  --vae-from workers/toyworld/model --init-from workers/toyworld/checkpoints/world3-w3l \
   --steps 1000000 --minutes "$minutes" --checkpoint-every 0 2>&1 \
   | grep -v "should be kept in float32" | tee "$out/train.log"
 tar -cf "$out/toyworld-gpu.tar" -C /tmp toyworld-gpu
-for kind in "" --breeds --patterns; do
+for kind in "" --breeds --patterns --bare; do
   "$python" -m workers.toyworld.evaluate --model "$model" --n "$n" --seed 1 --device "$device" \
     $kind 2>&1 | grep -v "Warning\|warn(" | tee -a "$out/evaluate.txt"
 done
