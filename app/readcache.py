@@ -201,7 +201,10 @@ def _mark_writes(conn, cursor, statement: str, *_args: object) -> None:  # type:
 
 
 def _forget_writes(conn) -> None:  # type: ignore[no-untyped-def]
-    conn.info.pop(_WROTE, None)
+    # An invalidated connection (the server went away mid-transaction) has no DBAPI
+    # connection to hold marks, and asking for its .info raises PendingRollbackError.
+    if not conn.invalidated:
+        conn.info.pop(_WROTE, None)
 
 
 def track_writes(maker: sessionmaker[Session]) -> None:
