@@ -78,7 +78,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -302,7 +302,7 @@ async def _client(
                     result.error_examples.append(detail)
 
 
-async def _progress_latency(url: str, token: str, concept: dict, samples: int, result: LoadResult):
+async def progress_latency(url: str, token: str, concept: dict, samples: int, result: LoadResult):
     """Publish to a queued job's stream as a worker does; time until the websocket delivers."""
     import httpx
     import websockets
@@ -346,7 +346,7 @@ async def _run(url: str, tokens, concepts, clients: int, duration: float, sample
     ]
     # Progress latency is sampled while the load runs, on its own websocket.
     try:
-        await _progress_latency(url, tokens[0], concepts[0], samples, result)
+        await progress_latency(url, tokens[0], concepts[0], samples, result)
     except Exception as exc:  # noqa: BLE001 - a failure here is a finding, not a crash
         result.progress_error = f"{exc.__class__.__name__}: {exc}"[:200]
     await asyncio.gather(*tasks)
@@ -368,8 +368,8 @@ def render(result: LoadResult) -> str:
         rows.append(
             [
                 kind, len(values), f"{len(values) / result.duration_s:.1f}",
-                f"{_percentile(values, 50):.0f}", f"{_percentile(values, 95):.0f}",
-                f"{_percentile(values, 99):.0f}", errors,
+                f"{percentile(values, 50):.0f}", f"{percentile(values, 95):.0f}",
+                f"{percentile(values, 99):.0f}", errors,
             ]
         )  # fmt: skip
     headers = [
@@ -381,7 +381,7 @@ def render(result: LoadResult) -> str:
         "p99 (ms)",
         "Errors",
     ]
-    p95 = _percentile(every, 95)
+    p95 = percentile(every, 95)
     errors = sum(result.errors.values())
     progress = result.progress_ms
     text = table(headers, rows) + "\n\n"
@@ -401,8 +401,8 @@ def render(result: LoadResult) -> str:
         )
     text += (
         "\n\nProgress latency (worker publishes to Redis → websocket client receives), "
-        f"measured during the load: p50 {_percentile(progress, 50):.1f} ms, "
-        f"p95 {_percentile(progress, 95):.1f} ms over {len(progress)} events"
+        f"measured during the load: p50 {percentile(progress, 50):.1f} ms, "
+        f"p95 {percentile(progress, 95):.1f} ms over {len(progress)} events"
         f" ({result.progress_lost} lost)"
         + (f"; the probe failed: `{result.progress_error}`" if result.progress_error else "")
         + ".\n"

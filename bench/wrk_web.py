@@ -5,19 +5,30 @@
 Starts the same server and data as bench.web_load (production mode, PostgreSQL + Redis, no
 worker, public imported concepts), then runs `wrk -t1 -c50` for each URL: a static CSS file, the
 browse page (HTML, signed out and signed in), a concept page (HTML) and the
-public list (JSON). Needs `wrk` (Debian: apt-get install wrk).
+public list (JSON). During the signed-in browse page's run it also times progress events
+(published to a queued job's Redis stream as a worker does) until a websocket delivers them,
+from this process, which wrk leaves nearly idle. Needs `wrk` (Debian: apt-get install wrk).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from bench.common import machine_header, table
-from bench.web_load import Server, setup_data, web_processes
+from bench.web_load import (
+    LoadResult,
+    Server,
+    percentile,
+    progress_latency,
+    setup_data,
+    web_processes,
+)
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 PERCENTILES = Path(__file__).with_name("wrk_percentiles.lua")
@@ -50,6 +61,25 @@ def wrk(url: str, connections: int, duration: int, headers: dict[str, str]) -> d
     }
 
 
+def wrk_with_progress(
+    url: str, connections: int, duration: int, headers: dict[str, str], token: str, concept: dict
+) -> tuple[dict[str, float], LoadResult]:
+    """`wrk` on `url`, and progress latency sampled on a websocket while it runs."""
+    answer: dict[str, dict[str, float]] = {}
+    load = threading.Thread(
+        target=lambda: answer.setdefault("r", wrk(url, connections, duration, headers))
+    )
+    load.start()
+    progress = LoadResult(connections, duration)
+    base = url.split("/", 3)[:3]
+    try:
+        asyncio.run(progress_latency("/".join(base), token, concept, 40, progress))
+    except Exception as exc:  # noqa: BLE001 - a failure here is a finding, not a crash
+        progress.progress_error = f"{exc.__class__.__name__}: {exc}"[:200]
+    load.join()
+    return answer["r"], progress
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=50)
@@ -78,11 +108,18 @@ def main() -> None:
             revalidate = {**signed_in, "If-None-Match": etag}
             targets.append(("browse page, signed in, If-None-Match (304)", "/", revalidate))
         rows = []
+        progress: LoadResult | None = None
         for label, path, headers in targets:
             # Steady state, not start-up: each process's first answers compile templates,
             # open database connections and fill its read cache.
             wrk(server.url + path, args.connections, args.warmup, headers)
-            r = wrk(server.url + path, args.connections, args.duration, headers)
+            if label == "browse page, signed in":
+                r, progress = wrk_with_progress(
+                    server.url + path, args.connections, args.duration, headers,
+                    tokens[0], concepts[0],
+                )  # fmt: skip
+            else:
+                r = wrk(server.url + path, args.connections, args.duration, headers)
             rows.append(
                 [label, f"{r['rps']:.0f}", f"{r['p50']:.0f}", f"{r['p90']:.0f}",
                  f"{r['p95']:.0f}", f"{r['p99']:.0f}", int(r["errors"])]
@@ -94,6 +131,16 @@ def main() -> None:
         f"of the same load, {web_processes()} "
         "(PostgreSQL + Redis), 12 public concepts."
     )
+    if progress is not None:
+        ms = progress.progress_ms
+        if ms:
+            print(
+                f"\nProgress latency during the signed-in browse load: p50 "
+                f"{percentile(ms, 50):.1f} ms, p95 {percentile(ms, 95):.1f} ms over {len(ms)} "
+                f"events, {progress.progress_lost} lost. {progress.progress_error}".rstrip()
+            )
+        else:
+            print(f"\nProgress latency: no events arrived ({progress.progress_error or 'none'}).")
 
 
 if __name__ == "__main__":
