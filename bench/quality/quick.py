@@ -44,6 +44,7 @@ def probe(
     keep: Path | None = None,
     lr_scale: float = 1.0,
     strength: float = DEFAULT_STRENGTH,
+    fit_options: dict | None = None,
 ) -> Probe:
     """Fit `name` from 4 photos (80 steps × batch 4, the harness recipe), then generate n images
     on each of two unseen backgrounds with the concept and with the superclass prompt; `keep`
@@ -65,6 +66,7 @@ def probe(
         lr_value=3e-2 * lr_scale,
         flip_p=0.0,
         seed=seed,
+        **(fit_options or {}),
     )
     token = f"<{name}>"
     torch.manual_seed(seed)
@@ -119,6 +121,15 @@ def _fractions(reads: list, look) -> dict[str, float]:  # type: ignore[no-untype
     return {**out, "shape_and_color": both}
 
 
+def _fit_option(text: str) -> tuple[str, object]:
+    """`FIELD=VALUE` as (field, value), the value read as JSON where it parses (numbers)."""
+    field, _, value = text.partition("=")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -132,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, help="save a strip of photos and images per seed")
     parser.add_argument("--lr-scale", type=float, default=1.0, help="both learning rates times")
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    parser.add_argument(
+        "--fit", action="append", default=[], metavar="FIELD=VALUE",
+        help="a FitConfig field for the fit, e.g. --fit timesteps=stratified (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for seed in args.seeds:
@@ -144,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             keep=args.keep,
             lr_scale=args.lr_scale,
             strength=args.strength,
+            fit_options=dict(_fit_option(text) for text in args.fit),
         )
         print(json.dumps(asdict(result)), flush=True)
 

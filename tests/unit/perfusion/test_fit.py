@@ -353,3 +353,31 @@ def test_a_throttled_fit_resumes_exactly_and_learns_what_an_unthrottled_one_does
         assert concept.training["final_loss"] == every_step.training["final_loss"]
     assert checkpoints[1].losses == again[0].losses == [e.loss for e in events_all[:6]]
     assert torch.equal(checkpoints[1].rng_state, again[0].rng_state)
+
+
+def test_stratified_timesteps_put_one_draw_in_each_slice_of_the_schedule():
+    from workers.perfusion.fit import _draw_timesteps
+
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        t = _draw_timesteps("stratified", 4, 1000, generator, torch.device("cpu"))
+        assert t.dtype == torch.long
+        assert (t // 250).tolist() == [0, 1, 2, 3]
+    uniform = torch.stack(
+        [_draw_timesteps("uniform", 4, 1000, generator, torch.device("cpu")) for _ in range(50)]
+    )
+    assert not all(sorted((row // 250).tolist()) == [0, 1, 2, 3] for row in uniform)
+    with pytest.raises(ValueError, match="uniform or stratified"):
+        _draw_timesteps("sorted", 4, 1000, generator, torch.device("cpu"))
+
+
+def test_a_stratified_fit_resumes_exactly(tiny_pipe, tiny_cov):
+    config = replace(TINY_FIT, timesteps="stratified", checkpoint_every=2)
+    images = make_images()
+    saved: list[FitCheckpoint] = []
+    whole = fit_concept(
+        tiny_pipe, images, "<s>", "dog", config, tiny_cov, on_checkpoint=saved.append
+    )
+    resumed = fit_concept(tiny_pipe, images, "<s>", "dog", config, tiny_cov, resume=saved[0])
+    assert saved[0].step == 2
+    assert_bitwise_equal(concept_tensors(whole), concept_tensors(resumed))
