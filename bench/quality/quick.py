@@ -31,6 +31,7 @@ class Probe:
     fit_s: float
     attributes: dict[str, float]  # per attribute, the fraction of concept images that have it
     base_attributes: dict[str, float]  # the same for the base model's superclass prompt
+    photo_loss: float | None = None  # bench.quality.photo_loss at `strength`, when asked for
 
 
 def probe(
@@ -45,6 +46,7 @@ def probe(
     lr_scale: float = 1.0,
     strength: float = DEFAULT_STRENGTH,
     fit_options: dict | None = None,
+    measure_photo_loss: bool = False,
 ) -> Probe:
     """Fit `name` from 4 photos (80 steps × batch 4, the harness recipe), then generate n images
     on each of two unseen backgrounds with the concept and with the superclass prompt; `keep`
@@ -73,6 +75,11 @@ def probe(
     started = time.perf_counter()
     concept = fit_concept(pipe, images, token, subject(name).superclass, config, covariance)
     fit_s = time.perf_counter() - started
+    loss = None
+    if measure_photo_loss:
+        from bench.quality.photo_loss import photo_loss
+
+        loss = round(photo_loss(pipe, concept, images, strength), 5)
     look = subject(name).look
     control = strength_to_control(strength)
     concept_reads, base_reads, on_bg = [], [], []
@@ -110,6 +117,7 @@ def probe(
         fit_s=round(fit_s, 1),
         attributes=_fractions(reads, look),
         base_attributes=_fractions(base_attrs, look),
+        photo_loss=loss,
     )
 
 
@@ -147,6 +155,10 @@ def main(argv: list[str] | None = None) -> None:
         "--fit", action="append", default=[], metavar="FIELD=VALUE",
         help="a FitConfig field for the fit, e.g. --fit timesteps=stratified (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--photo-loss", action="store_true",
+        help="also print the concept's fixed-draw loss on its photos (bench.quality.photo_loss)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     for seed in args.seeds:
@@ -160,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             lr_scale=args.lr_scale,
             strength=args.strength,
             fit_options=dict(_fit_option(text) for text in args.fit),
+            measure_photo_loss=args.photo_loss,
         )
         print(json.dumps(asdict(result)), flush=True)
 

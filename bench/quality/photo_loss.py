@@ -1,0 +1,54 @@
+"""How well a concept reproduces its own photos: the denoising loss over fixed draws.
+
+The fit's running loss is one random batch per step (timestep, noise, template), too noisy to
+compare fits. This loss fixes the draws — timesteps one in each of `draws` equal slices of the
+schedule, noise and templates from a seeded generator — so two concepts (or two iterates of
+one fit) are scored on the same problems. On the toy world it ranked quick fits by how often
+their images show the subject (workers/toyworld/model/README.md, "Stratified timesteps and a
+fixed-draw loss").
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler, StableDiffusionPipeline
+from PIL import Image
+
+from workers.perfusion import Concept, apply_concepts, strength_to_control
+from workers.perfusion.fit import TEMPLATES, encode_training_images
+
+
+@torch.no_grad()
+def photo_loss(
+    pipe: StableDiffusionPipeline,
+    concept: Concept,
+    images: list[Image.Image],
+    strength: float,
+    draws: int = 64,
+    seed: int = 1234,
+) -> float:
+    """Mean v- (or ε-) prediction loss of `pipe` with `concept` applied at `strength` on the
+    photos, over `draws` fixed (photo, timestep, noise, template) draws."""
+    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    latents, _ = encode_training_images(pipe, images, None, resolution)
+    latents = latents[:, 0].float()  # unflipped
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    steps = scheduler.config.num_train_timesteps
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with apply_concepts(pipe, [concept], [strength_to_control(strength)]):
+        for k in range(draws):
+            clean = latents[k % len(images)][None]
+            offset = torch.rand(1, generator=generator).item()
+            t = torch.tensor([min(steps - 1, int((k + offset) * steps / draws))])
+            noise = torch.randn(clean.shape, generator=generator)
+            prompt = TEMPLATES[k % len(TEMPLATES)].format(concept.token)
+            encodings = pipe.encode_prompt(prompt, pipe.unet.device, 1, False)[0]
+            noisy = scheduler.add_noise(clean, noise, t)
+            pred = pipe.unet(noisy.to(pipe.unet.dtype), t, encodings.to(pipe.unet.dtype)).sample
+            if scheduler.config.prediction_type == "v_prediction":
+                target = scheduler.get_velocity(clean, noise, t)
+            else:
+                target = noise
+            total += (pred.float() - target).pow(2).mean().item()
+    return total / draws
