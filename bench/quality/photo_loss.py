@@ -15,7 +15,12 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
 
 from workers.perfusion import Concept, apply_concepts, strength_to_control
-from workers.perfusion.fit import TEMPLATES, encode_training_images
+from workers.perfusion.fit import (
+    TEMPLATES,
+    draw_timesteps,
+    encode_training_images,
+    training_target,
+)
 
 
 @torch.no_grad()
@@ -35,20 +40,18 @@ def photo_loss(
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     steps = scheduler.config.num_train_timesteps
     generator = torch.Generator().manual_seed(seed)
+    timesteps = draw_timesteps("stratified", draws, steps, generator, torch.device("cpu"))
     total = 0.0
     with apply_concepts(pipe, [concept], [strength_to_control(strength)]):
+        device, dtype = pipe.unet.device, pipe.unet.dtype
+        prompts = [template.format(concept.token) for template in TEMPLATES]
+        encodings = [pipe.encode_prompt(p, device, 1, False)[0].to(dtype) for p in prompts]
         for k in range(draws):
             clean = latents[k % len(images)][None]
-            offset = torch.rand(1, generator=generator).item()
-            t = torch.tensor([min(steps - 1, int((k + offset) * steps / draws))])
-            noise = torch.randn(clean.shape, generator=generator)
-            prompt = TEMPLATES[k % len(TEMPLATES)].format(concept.token)
-            encodings = pipe.encode_prompt(prompt, pipe.unet.device, 1, False)[0]
+            t = timesteps[k : k + 1].to(device)
+            noise = torch.randn(clean.shape, generator=generator).to(device)
             noisy = scheduler.add_noise(clean, noise, t)
-            pred = pipe.unet(noisy.to(pipe.unet.dtype), t, encodings.to(pipe.unet.dtype)).sample
-            if scheduler.config.prediction_type == "v_prediction":
-                target = scheduler.get_velocity(clean, noise, t)
-            else:
-                target = noise
+            pred = pipe.unet(noisy.to(dtype), t, encodings[k % len(TEMPLATES)]).sample
+            target = training_target(scheduler, clean, noise, t)
             total += (pred.float() - target).pow(2).mean().item()
     return total / draws

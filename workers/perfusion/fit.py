@@ -617,6 +617,8 @@ def _check_fit(
         raise ValueError(
             f"i_star_tracking must be 'exact' or 'ema', got {config.i_star_tracking!r}"
         )
+    if config.timesteps not in TIMESTEP_SAMPLING:
+        raise ValueError(f"timesteps must be one of {TIMESTEP_SAMPLING}, got {config.timesteps!r}")
     if getattr(pipe, "_perfusion_applied", None) is not None:
         raise RuntimeError("remove applied concepts before fitting (remove_concepts(pipe))")
     fingerprint = model_fingerprint(pipe)
@@ -853,7 +855,7 @@ def _micro_step(
     index = torch.randint(0, latents.shape[0], (n,), generator=generator, device=device)
     flip = (torch.rand(n, generator=generator, device=device) < config.flip_p).long()
     steps = scheduler.config.num_train_timesteps
-    timesteps = _draw_timesteps(config.timesteps, n, steps, generator, device)
+    timesteps = draw_timesteps(config.timesteps, n, steps, generator, device)
     noise = torch.randn((n, *latents.shape[2:]), generator=generator, device=device)
     templates = torch.randint(0, prompts.count, (n,), generator=generator, device=device)
     clean = latents[index, flip]
@@ -867,10 +869,7 @@ def _micro_step(
         patch.real_tokens.record(tokens.ids[0], encodings, tokens.mask)
         noisy = scheduler.add_noise(clean, noise, timesteps)
         pred = pipe.unet(noisy.to(pipe.unet.dtype), timesteps, encodings, **extra).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(clean, noise, timesteps)
-    else:
-        target = noise
+    target = training_target(scheduler, clean, noise, timesteps)
     err = (pred.float() - target).pow(2).mean(1, keepdim=True)
     loss = (err * weight).sum() / weight.sum().clamp(min=1e-6)
     rows = torch.arange(n, device=encodings.device)
@@ -878,9 +877,22 @@ def _micro_step(
     return loss, token_encodings
 
 
-def _draw_timesteps(
+def training_target(
+    scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet is trained to predict: v for a v-prediction model, else the noise."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(clean, noise, t)
+    return noise
+
+
+TIMESTEP_SAMPLING = ("uniform", "stratified")
+
+
+def draw_timesteps(
     how: str, n: int, steps: int, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
+    """n training timesteps in [0, steps): uniform, or one in each of n equal slices."""
     if how == "uniform":
         return torch.randint(0, steps, (n,), generator=generator, device=device)
     if how == "stratified":

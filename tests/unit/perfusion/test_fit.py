@@ -356,19 +356,25 @@ def test_a_throttled_fit_resumes_exactly_and_learns_what_an_unthrottled_one_does
 
 
 def test_stratified_timesteps_put_one_draw_in_each_slice_of_the_schedule():
-    from workers.perfusion.fit import _draw_timesteps
+    from workers.perfusion.fit import draw_timesteps
 
     generator = torch.Generator().manual_seed(0)
     for _ in range(50):
-        t = _draw_timesteps("stratified", 4, 1000, generator, torch.device("cpu"))
+        t = draw_timesteps("stratified", 4, 1000, generator, torch.device("cpu"))
         assert t.dtype == torch.long
         assert (t // 250).tolist() == [0, 1, 2, 3]
     uniform = torch.stack(
-        [_draw_timesteps("uniform", 4, 1000, generator, torch.device("cpu")) for _ in range(50)]
+        [draw_timesteps("uniform", 4, 1000, generator, torch.device("cpu")) for _ in range(50)]
     )
     assert not all(sorted((row // 250).tolist()) == [0, 1, 2, 3] for row in uniform)
     with pytest.raises(ValueError, match="uniform or stratified"):
-        _draw_timesteps("sorted", 4, 1000, generator, torch.device("cpu"))
+        draw_timesteps("sorted", 4, 1000, generator, torch.device("cpu"))
+
+
+def test_an_unknown_timestep_sampling_is_refused_before_the_fit_starts(tiny_pipe, tiny_cov):
+    config = replace(TINY_FIT, timesteps="sorted")
+    with pytest.raises(ValueError, match="timesteps must be one of"):
+        fit_concept(tiny_pipe, make_images(), "<s>", "dog", config, tiny_cov)
 
 
 def test_a_stratified_fit_resumes_exactly(tiny_pipe, tiny_cov):
