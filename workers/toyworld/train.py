@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -63,6 +64,9 @@ class TrainConfig:
     lr_final: float = 0.1
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
+    # > 0: each latent cell's loss weighs 1 + object_weight x (its share of object pixels), so
+    # the few cells where pattern and second colour live count more than the flat background.
+    object_weight: float = 0.0
     pattern_named: float = world.PATTERN_NAMED  # how often a training caption names the pattern
     breed_share: float = world.BREED_SHARE  # share of training scenes that show a breed
     breed_named: float = world.BREED_NAMED  # how often a breed's caption uses its breed word
@@ -210,16 +214,33 @@ class LatentDataset:
                 means.append(posterior.mean * scaling)
                 stds.append(posterior.std * scaling)
         self.mean, self.std = torch.cat(means), torch.cat(stds)
+        self.weight = (
+            torch.cat(
+                [
+                    object_weights(self.scenes[start : start + 256], cfg.object_weight)
+                    for start in range(0, len(self.scenes), 256)
+                ]
+            ).to(cfg.device)
+            if cfg.object_weight
+            else None
+        )
         self.pattern_named = cfg.pattern_named
         self.breed_named = cfg.breed_named
         self.color_named = cfg.color_named
         log.info("encoded %d scenes once for stage 2", len(self.scenes))
 
-    def batch(self, rng: random.Random, n: int, device: str) -> tuple[torch.Tensor, list[str]]:
+    def batch(
+        self, rng: random.Random, n: int, device: str
+    ) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """Latents, captions and (with object_weight) each latent cell's loss weight."""
         index = [rng.randrange(len(self.scenes)) for _ in range(n)]
         latents = self.mean[index] + self.std[index] * _randn(device, self.std[index])
         mirror = torch.tensor([rng.random() < 0.5 for _ in index], device=latents.device)
         latents = torch.where(mirror[:, None, None, None], latents.flip(-1), latents)
+        weight = None
+        if self.weight is not None:
+            weight = self.weight[index]
+            weight = torch.where(mirror[:, None, None, None], weight.flip(-1), weight)
         captions = [
             world.caption(
                 self.scenes[k],
@@ -230,7 +251,20 @@ class LatentDataset:
             )
             for k in index
         ]
-        return latents, captions
+        return latents, captions, weight
+
+
+def object_weights(scenes: list[world.Scene], object_weight: float) -> torch.Tensor:
+    """Per latent cell (N x 1 x 16 x 16): 1 + object_weight x the cell's share of object pixels."""
+    cells = world.SIZE // 4
+    masks = np.stack(
+        [
+            np.asarray(world.object_mask(s).resize((cells, cells), Image.Resampling.BOX))
+            for s in scenes
+        ]
+    )
+    share = torch.from_numpy(masks.astype(np.float32) / 255.0)[:, None]
+    return 1.0 + object_weight * share
 
 
 def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
@@ -345,8 +379,9 @@ def train_diffusion(
         step += 1
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step, time.monotonic() - start)
+        weight = None
         if data is not None:
-            latents, prompts = data.batch(rng, cfg.batch, cfg.device)
+            latents, prompts, weight = data.batch(rng, cfg.batch, cfg.device)
         else:
             x, prompts = scene_batch(
                 rng, cfg.batch, cfg.pattern_named, cfg.breed_share, cfg.breed_named, cfg.color_named
@@ -365,7 +400,11 @@ def train_diffusion(
             encodings = shuffle_padding(encodings, ids, tokenizer.eos_token_id, shuffler)
         pred = unet(noisy, t, encodings).sample
         target = scheduler.get_velocity(latents, noise, t)
-        per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
+        error = (pred - target).pow(2)
+        if weight is None:
+            per_sample = error.mean(dim=(1, 2, 3))
+        else:  # a weighted mean: the loss keeps its scale, so the learning rate keeps its meaning
+            per_sample = (error * weight).mean(dim=(1, 2, 3)) / weight.mean(dim=(1, 2, 3))
         # Plain v loss, as SD 2: min-SNR weighting would scale the noisiest steps by their ~0
         # SNR, starving exactly the steps that decide the background colour.
         loss = per_sample.mean()
@@ -449,6 +488,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, TrainConfig]:
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     args["unet_channels"] = tuple(args["unet_channels"])
+    if args["object_weight"] and not args["dataset"]:
+        parser.error("--object-weight needs the encoded dataset (--dataset > 0)")
     return out, TrainConfig(**args)
 
 

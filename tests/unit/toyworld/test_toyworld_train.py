@@ -135,3 +135,42 @@ def test_a_shallower_text_encoder_keeps_the_earlier_ones_first_layers(tmp_path: 
     for name, value in shallow.state_dict().items():
         assert torch.equal(value, deep[name]), name  # layer 0, embeddings, final norm
     assert any(".layers.1." in name for name in deep)
+
+
+def test_object_weights_cover_the_object_and_follow_a_mirrored_latent() -> None:
+    from workers.toyworld import world
+
+    scene = world.Scene(
+        look=world.Look("square", "red", "plain", None),
+        background="white",
+        cx=16.0,
+        cy=32.0,
+        radius=8.0,
+    )
+    weight = train.object_weights([scene], 3.0)
+    assert weight.shape == (1, 1, 16, 16)
+    assert torch.isclose(weight.min(), torch.tensor(1.0))  # the background keeps weight 1
+    assert torch.isclose(weight.max(), torch.tensor(4.0))  # cells wholly inside the object
+    cols = torch.nonzero(weight[0, 0].amax(dim=0) > 1.0).flatten()
+    assert cols.min() >= 1 and cols.max() <= 6  # the left side, where the square is
+    cfg = train.TrainConfig(dataset=2, object_weight=3.0, breed_share=0.0)
+    data = train.LatentDataset.__new__(train.LatentDataset)
+    data.scenes, data.weight = [scene, scene], weight.repeat(2, 1, 1, 1)
+    data.mean = torch.arange(4 * 256, dtype=torch.float32).reshape(1, 4, 16, 16).repeat(2, 1, 1, 1)
+    data.std = torch.zeros_like(data.mean)
+    data.pattern_named = data.breed_named = data.color_named = cfg.pattern_named
+    flips = set()
+    for seed in range(8):  # some draws are mirrored: the weight is mirrored with its latent
+        latents, _, drawn = data.batch(random.Random(seed), 2, "cpu")
+        for latent, w in zip(latents, drawn, strict=True):
+            flipped = not torch.equal(latent, data.mean[0])
+            assert torch.equal(w, weight[0].flip(-1) if flipped else weight[0])
+            flips.add(flipped)
+    assert flips == {True, False}
+
+
+def test_object_weight_without_the_encoded_dataset_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", "--object-weight", "3", "--dataset", "0"])
