@@ -109,6 +109,9 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faulty]:
             redis_server.url,
             STUDIO_DATA_DIR=str(tmp / "var"),
             STUDIO_JOB_STORE_RETRY_S=str(STORE_RETRY_S),
+            # One torch thread per worker: a fit leaves the web a core, as GPU workers on their
+            # own machines do; fits using both cores made browse timings noise (section 4).
+            OMP_NUM_THREADS="1",
             **settings,
         )
         for name, value in env.items():
@@ -215,14 +218,19 @@ def _worker_of(faulty: Faulty, job: Job) -> Process:
 
 STALLED_SOCKETS = 200
 SLOW_UPLOADS = 20
-BROWSE_SAMPLES = 200
-"""Pages answer in 2-10 ms, so a window takes about a second; with 40 samples the p95 was the
-second-slowest page, and a scheduler hiccup on the shared 2-core machine (a fit runs too) failed
-the 2x bound with nothing wrong (2.78x in CI). At 200 it read 0.95-1.01x here under a training
-run, and 2.44x with the websockets' shared bus read turned off."""
+WINDOW = 100  # pages per window, fetched one after another
+IDLE_WINDOWS = 3  # before the slow clients, and as many again after them
+LOADED_WINDOWS = 5
+"""Pages answer in 2-10 ms, so a window takes under a second. One p95 over all samples failed
+the 2x bound with nothing wrong (40 samples: 2.78x in CI; 200 samples: 5.81x in CI, idle 1.9 ms
+against 11 ms loaded, 0.47-1.18x in five runs here just after): a few scheduler stalls on the
+shared 2-core machine (a fit runs too) land in one window and decide its p95. So each window
+has its own p95, and the median window of each kind is compared: a stall spoils one window,
+a server that slows down for every slow client spoils them all (2.44x with the websockets'
+shared bus read turned off, on the single p95)."""
 
 
-def _browse_times(faulty: Faulty, samples: int = BROWSE_SAMPLES) -> list[float]:
+def _browse_times(faulty: Faulty, samples: int = WINDOW) -> list[float]:
     """Seconds per browse page, fetched one after another by one signed-in user.
 
     One untimed request first: a new client's first answer also times its TCP connect (and
@@ -245,6 +253,11 @@ def _browse_times(faulty: Faulty, samples: int = BROWSE_SAMPLES) -> list[float]:
 
 def _p95(seconds: list[float]) -> float:
     return statistics.quantiles(seconds, n=20)[-1]
+
+
+def _window_p95s(faulty: Faulty, windows: int) -> list[float]:
+    """The p95 of each of `windows` back-to-back windows of browse pages."""
+    return [_p95(_browse_times(faulty)) for _ in range(windows)]
 
 
 def _stalled_socket(faulty: Faulty, job_id: uuid.UUID) -> socket.socket:
@@ -285,7 +298,7 @@ def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) 
     # idle windows); idle is measured before and after the clients, on a shared machine.
     concept_id, job_id = _submit_fit(faulty, steps=2000)
     _wait_step(faulty, job_id, 1)
-    idle = _browse_times(faulty)
+    idle = _window_p95s(faulty, IDLE_WINDOWS)
     sockets = [_stalled_socket(faulty, job_id) for _ in range(STALLED_SOCKETS)]
     uploads = [_slow_upload(faulty) for _ in range(SLOW_UPLOADS)]
     stop = threading.Event()
@@ -300,7 +313,7 @@ def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) 
     trickler.start()
     try:
         time.sleep(3)  # let the sockets' buffers fill
-        loaded = _browse_times(faulty)
+        loaded = _window_p95s(faulty, LOADED_WINDOWS)
         api = faulty.get(f"/api/jobs/{job_id}")
         assert api.status_code == 200 and api.json()["state"] == "running"
     finally:
@@ -309,19 +322,21 @@ def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) 
         for sock in [*sockets, *uploads]:
             sock.close()
         time.sleep(2)
-        idle += _browse_times(faulty)
+        idle += _window_p95s(faulty, IDLE_WINDOWS)
         with session_scope() as session:  # the next tests need this worker
             job = session.get(Job, job_id)
             assert job is not None
             request_cancel(session, job)
         assert _wait_finished(job_id, 60).state == JobState.canceled
+    idle_p95, loaded_p95 = statistics.median(idle), statistics.median(loaded)
     print(
-        f"browse p95 with a fit running: idle {_p95(idle) * 1000:.0f} ms (median "
-        f"{statistics.median(idle) * 1000:.0f}), with {STALLED_SOCKETS} stalled websockets and "
-        f"{SLOW_UPLOADS} 1-byte/s uploads {_p95(loaded) * 1000:.0f} ms (median "
-        f"{statistics.median(loaded) * 1000:.0f}): {_p95(loaded) / _p95(idle):.2f}x"
+        f"browse p95 per window of {WINDOW} pages with a fit running: idle "
+        f"{[round(x * 1000, 1) for x in idle]} ms (median {idle_p95 * 1000:.1f}), with "
+        f"{STALLED_SOCKETS} stalled websockets and {SLOW_UPLOADS} 1-byte/s uploads "
+        f"{[round(x * 1000, 1) for x in loaded]} ms (median {loaded_p95 * 1000:.1f}): "
+        f"{loaded_p95 / idle_p95:.2f}x"
     )
-    assert _p95(loaded) <= 2 * _p95(idle)
+    assert loaded_p95 <= 2 * idle_p95
     assert concept_id is not None
 
 
