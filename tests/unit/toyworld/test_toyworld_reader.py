@@ -1,6 +1,8 @@
 """The analytic reader recovers every attribute of rendered (and blurred) ground-truth images."""
 
+import json
 import random
+from pathlib import Path
 
 from PIL import Image, ImageFilter
 
@@ -53,3 +55,25 @@ def test_reader_reads_every_subject() -> None:
 def test_reader_reports_missing_object() -> None:
     read = read_attributes(Image.new("RGB", (64, 64), world.PALETTE["gray"]))
     assert read.background == "gray" and read.shape is None and read.color is None
+
+
+def test_reader_agrees_with_the_patterns_a_person_sees_in_generated_images() -> None:
+    """120 generated images labelled by eye (data/labelled.json). Generated stripes and dots
+    are often thin and off-palette; the reader that took the layout from palette-snapped pixels
+    alone agreed on 51 of 57 (tuning set) and 52 of 59 (validation set) clear images, calling
+    visibly striped objects plain. This one: 55 / 57 and 58 / 59."""
+    data = Path(__file__).parent / "data"
+    facts = json.loads((data / "labelled.json").read_text())
+    sheet = Image.open(data / "labelled.png").convert("RGB")
+    size, columns = facts["tile_px"], facts["columns"]
+    agreed: dict[str, list[bool]] = {}
+    for item in facts["images"]:
+        if item["seen"] == "unclear":
+            continue
+        row, col = divmod(item["tile"], columns)
+        tile = sheet.crop((col * size, row * size, (col + 1) * size, (row + 1) * size))
+        agreed.setdefault(item["set"], []).append(read_attributes(tile).pattern == item["seen"])
+    rates = {name: sum(hits) / len(hits) for name, hits in agreed.items()}
+    print(f"reader agrees with the eye on the pattern: {rates}")
+    assert set(rates) == {"tuning", "validation"}
+    assert min(rates.values()) >= 0.95
