@@ -37,7 +37,7 @@ _GRID = 24  # templates and objects are compared at this resolution
 _MIN_PIXELS = 12  # fewer object pixels than this: no object
 _PLAIN_BELOW = 0.08  # share of the object's deep-inner pixels not in its main colour
 _BICOLOR_SEPARATION = 0.2  # centroid gap between the two colours, in object heights
-_STRIPE_OVERLAP = 0.6  # share of second-colour pixels still second colour a shift below
+_STRIPE_OVERLAP = 0.6  # share of not-main pixels still not main a shift below
 
 
 @dataclass(frozen=True)

@@ -215,12 +215,7 @@ class LatentDataset:
                 stds.append(posterior.std * scaling)
         self.mean, self.std = torch.cat(means), torch.cat(stds)
         self.weight = (
-            torch.cat(
-                [
-                    object_weights(self.scenes[start : start + 256], cfg.object_weight)
-                    for start in range(0, len(self.scenes), 256)
-                ]
-            ).to(cfg.device)
+            object_weights(self.scenes, cfg.object_weight).to(cfg.device)
             if cfg.object_weight
             else None
         )
