@@ -221,13 +221,14 @@ SLOW_UPLOADS = 20
 WINDOW = 100  # pages per window, fetched one after another
 IDLE_WINDOWS = 3  # before the slow clients, and as many again after them
 LOADED_WINDOWS = 5
-"""Pages answer in 2-10 ms, so a window takes under a second. One p95 over all samples failed
-the 2x bound with nothing wrong (40 samples: 2.78x in CI; 200 samples: 5.81x in CI, idle 1.9 ms
-against 11 ms loaded, 0.47-1.18x in five runs here just after): a few scheduler stalls on the
-shared 2-core machine (a fit runs too) land in one window and decide its p95. So each window
-has its own p95, and the median window of each kind is compared: a stall spoils one window,
-a server that slows down for every slow client spoils them all (2.44x with the websockets'
-shared bus read turned off, on the single p95)."""
+BASELINE_S = 6.0  # bus reads counted with one socket watching, before the other 199 come
+READS_BOUND = 4.0
+"""What is asserted is what the server does per progress event, not how long browsing takes:
+Redis XREADs per event with 200 stalled sockets watching against one socket watching (the
+`_shared_read` bypassed: every socket reads for itself, about 200x). Browse timings under the
+slow clients are printed, not asserted: on this shared 2-core machine the median-window p95
+ratio ranged 0.55-1.88x with the server intact and 1.46-3.15x with the shared read bypassed
+(nine quiet runs each), so no timing bound tells the two apart without failing now and then."""
 
 
 def _browse_times(faulty: Faulty, samples: int = WINDOW) -> list[float]:
@@ -293,13 +294,32 @@ def _slow_upload(faulty: Faulty) -> socket.socket:
     return sock
 
 
+def _bus_counts(faulty: Faulty) -> tuple[int, int]:
+    """(XREAD calls, XADD calls) the private Redis has served so far."""
+    stats = faulty.redis().info("commandstats")
+    return tuple(  # type: ignore[return-value]
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("xread", "xadd")
+    )
+
+
+def _reads_per_event(before: tuple[int, int], after: tuple[int, int]) -> float:
+    reads, events = after[0] - before[0], after[1] - before[1]
+    assert events > 0, "the fit published no progress while it was measured"
+    return reads / events
+
+
 def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) -> None:
     # A fit runs throughout (events for the sockets to pile up, and the same CPU use in the
     # idle windows); idle is measured before and after the clients, on a shared machine.
     concept_id, job_id = _submit_fit(faulty, steps=2000)
     _wait_step(faulty, job_id, 1)
     idle = _window_p95s(faulty, IDLE_WINDOWS)
-    sockets = [_stalled_socket(faulty, job_id) for _ in range(STALLED_SOCKETS)]
+    sockets = [_stalled_socket(faulty, job_id)]
+    time.sleep(1)  # its replay read done
+    start = _bus_counts(faulty)
+    time.sleep(BASELINE_S)
+    one_socket = _reads_per_event(start, _bus_counts(faulty))
+    sockets += [_stalled_socket(faulty, job_id) for _ in range(STALLED_SOCKETS - 1)]
     uploads = [_slow_upload(faulty) for _ in range(SLOW_UPLOADS)]
     stop = threading.Event()
 
@@ -312,8 +332,10 @@ def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) 
     trickler = threading.Thread(target=trickle, daemon=True)
     trickler.start()
     try:
-        time.sleep(3)  # let the sockets' buffers fill
-        loaded = _window_p95s(faulty, LOADED_WINDOWS)
+        time.sleep(3)  # let the sockets' replay reads finish and their buffers fill
+        start = _bus_counts(faulty)
+        loaded_times = [_browse_times(faulty) for _ in range(LOADED_WINDOWS)]
+        many_sockets = _reads_per_event(start, _bus_counts(faulty))
         api = faulty.get(f"/api/jobs/{job_id}")
         assert api.status_code == 200 and api.json()["state"] == "running"
     finally:
@@ -328,15 +350,19 @@ def test_stalled_sockets_and_slow_uploads_do_not_stall_browsing(faulty: Faulty) 
             assert job is not None
             request_cancel(session, job)
         assert _wait_finished(job_id, 60).state == JobState.canceled
+    loaded = [_p95(times) for times in loaded_times]
     idle_p95, loaded_p95 = statistics.median(idle), statistics.median(loaded)
     print(
-        f"browse p95 per window of {WINDOW} pages with a fit running: idle "
-        f"{[round(x * 1000, 1) for x in idle]} ms (median {idle_p95 * 1000:.1f}), with "
-        f"{STALLED_SOCKETS} stalled websockets and {SLOW_UPLOADS} 1-byte/s uploads "
-        f"{[round(x * 1000, 1) for x in loaded]} ms (median {loaded_p95 * 1000:.1f}): "
-        f"{loaded_p95 / idle_p95:.2f}x"
+        f"progress bus reads per event: one socket {one_socket:.2f}, {STALLED_SOCKETS} stalled "
+        f"sockets {many_sockets:.2f} ({many_sockets / one_socket:.2f}x); browse p95 per window "
+        f"of {WINDOW} pages with a fit running: idle {[round(x * 1000, 1) for x in idle]} ms "
+        f"(median {idle_p95 * 1000:.1f}), with {STALLED_SOCKETS} stalled websockets and "
+        f"{SLOW_UPLOADS} 1-byte/s uploads {[round(x * 1000, 1) for x in loaded]} ms (median "
+        f"{loaded_p95 * 1000:.1f}): {loaded_p95 / idle_p95:.2f}x"
     )
-    assert loaded_p95 <= 2 * idle_p95
+    assert many_sockets <= READS_BOUND * one_socket  # one read per event, not one per socket
+    timeouts = sum(t >= REQUEST_TIMEOUT_S for times in loaded_times for t in times)
+    assert timeouts == 0, f"{timeouts} browse requests timed out beside the slow clients"
     assert concept_id is not None
 
 
