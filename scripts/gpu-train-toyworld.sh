@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Toy-world training on a lent H100/H200 as one prepared call (the device tool's `run`, with
 # carry [".gpu-wheels"]; `make gpu-wheels` here first), in about 8 minutes: the kept checkpoint
-# (workers/toyworld/checkpoints/world3-w3m) continued at batch 128 with the recipe of its
+# (workers/toyworld/model, run W3m) continued at batch 128 with the recipe of its
 # README, then what it knows, measured there. The model comes back as one tar in $OUT.
 #
 #   run: bash scripts/gpu-train-toyworld.sh [minutes, default 6]
@@ -42,7 +42,7 @@ model=/tmp/toyworld-gpu
   --text-layers 1 --unet-channels 32 64 64 --batch "$batch" --lr 0.0005 --warmup 50 \
   --lr-schedule cosine --lr-final 0.1 --pattern-named 0.9 --breed-share 0.6 --color-named 0.7 \
   --dataset "$dataset" \
-  --vae-from workers/toyworld/model --init-from workers/toyworld/checkpoints/world3-w3m \
+  --vae-from workers/toyworld/model --init-from workers/toyworld/model \
   --steps 1000000 --minutes "$minutes" --checkpoint-every 0 2>&1 \
   | grep -v "should be kept in float32" | tee "$out/train.log"
 tar -cf "$out/toyworld-gpu.tar" -C /tmp toyworld-gpu

@@ -1,9 +1,10 @@
 """On the bundled toy world, the fitted concept's gate is open where it will be used.
 
 Perfusion's gate σ((s(e) − β)/τ) only lets the learned value target through where the concept
-token's encoding e scores s ≈ 1 against i*. On this model's text space, the re-implementations'
-EMA of i* lags a short fit and leaves s far from 1 on the very templates it was trained on;
-tracking i* exactly (the fit's default) keeps it at 1.
+token's encoding e scores s ≈ 1 against i*. The re-implementations' EMA of i* lags a short fit
+and leaves s off 1 on the very templates it was trained on (on world 2's two-layer text encoder
+below 0.9, shutting the gate; on world 3's one-layer encoder up to 1.31, an overshoot that
+scales the key edit past what was fitted); tracking i* exactly (the fit's default) keeps it at 1.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _photos() -> list:
 @pytest.mark.parametrize("tracking", ["exact", "ema"])
 def test_the_concept_gate_is_open_after_a_short_fit(pipe, tmp_path, tracking: str) -> None:
     """s(e) of the fitted token on its own training templates stays ≈ 1 (gate open) when i*
-    tracks the token exactly; the re-implementations' EMA lags a short fit and shuts it."""
+    tracks the token exactly; the re-implementations' EMA lags a short fit and moves s off 1."""
     from workers.perfusion import apply_concepts
     from workers.perfusion.fit import TEMPLATES
     from workers.perfusion.pipeline import encode_ids, tokenize
@@ -62,7 +63,8 @@ def test_the_concept_gate_is_open_after_a_short_fit(pipe, tmp_path, tracking: st
     finally:
         applied.remove()
     print(f"{tracking}: s on the training templates {min(scores):.3f}..{max(scores):.3f}")
+    within = min(scores) > 0.95 and max(scores) < 1.05
     if tracking == "exact":
-        assert min(scores) > 0.95 and max(scores) < 1.05
+        assert within
     else:  # the defect the exact tracking fixes, measured so it stays visible
-        assert min(scores) < 0.9
+        assert not within
