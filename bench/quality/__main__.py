@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench.common import machine_header
 from bench.quality import Settings, quick_settings, run_quality
-from bench.quality.settings import DEFAULT_MODEL, SUBJECT_SETS
+from bench.quality.settings import DEFAULT_MODEL, LR_SCALE, SUBJECT_SETS, full_recipes
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,11 +21,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-process", action="store_true", help="no subprocesses (no memory)")
     parser.add_argument("--keep", type=Path, help="keep images and artefacts in this folder")
     parser.add_argument("--json", type=Path, help="also write the rows and sweep here")
+    parser.add_argument(
+        "--lr-scale", type=float, help=f"every method's SD 1.5 lr times this (default {LR_SCALE})"
+    )
     args = parser.parse_args(argv)
     settings = quick_settings() if args.quick else Settings()
     if not args.quick or args.subjects != "harness":
         settings.subjects = list(SUBJECT_SETS[args.subjects])
     settings.model, settings.threads = args.model, args.threads
+    if args.lr_scale is not None:
+        if args.quick:
+            parser.error("--lr-scale applies to the full recipes, not --quick")
+        settings.recipes = full_recipes(args.lr_scale)
     report = run_quality(settings, isolate=not args.in_process, workdir=args.keep)
     print(machine_header())
     print()

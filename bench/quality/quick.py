@@ -53,7 +53,14 @@ def probe(
     saves one strip per seed: the photos, then the concept's and the base's images."""
     import torch
 
-    from workers.perfusion import FitConfig, fit_concept, generate, get_covariance, load_pipeline
+    from workers.perfusion import (
+        FitConfig,
+        base_fit_defaults,
+        fit_concept,
+        generate,
+        get_covariance,
+        load_pipeline,
+    )
     from workers.perfusion.apply import strength_to_control
     from workers.toyworld.reader import read_attributes
 
@@ -61,11 +68,13 @@ def probe(
     covariance = get_covariance(pipe)  # the model folder's own captions.txt, as in production
     train_bgs, test_bgs = backgrounds(name, 2)
     images, _ = photos(name, 4, seed, train_bgs)
+    rates = {"lr_embedding": FitConfig.lr_embedding, "lr_value": FitConfig.lr_value}
+    rates.update(base_fit_defaults(pipe))  # the model folder's, as every fit on it uses
     config = FitConfig(
         steps=steps,
         batch_size=4,
-        lr_embedding=6e-3 * lr_scale,
-        lr_value=3e-2 * lr_scale,
+        lr_embedding=rates["lr_embedding"] * lr_scale,
+        lr_value=rates["lr_value"] * lr_scale,
         flip_p=0.0,
         seed=seed,
         **(fit_options or {}),
@@ -149,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="save a strip of photos and images per seed")
-    parser.add_argument("--lr-scale", type=float, default=1.0, help="both learning rates times")
+    parser.add_argument(
+        "--lr-scale", type=float, default=1.0, help="both of the model's learning rates times"
+    )
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
     parser.add_argument(
         "--fit", action="append", default=[], metavar="FIELD=VALUE",

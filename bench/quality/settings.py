@@ -50,26 +50,36 @@ def subject(name: str) -> Subject:
     return SUBJECTS[name] if name in SUBJECTS else KNOWN_SUBJECTS[name]
 
 
-def full_recipes() -> dict[str, Recipe]:
-    """Each entry's recipe, scaled to the toy model by one stated rule.
+LR_SCALE = 10
+"""The toy model's learning rates are every method's usual SD 1.5 rate times this: the ratio of
+the toy model's own training lr (1e-3 in its world-1 and world-2 stages) to SD 1.5's (1e-4)."""
 
-    Learning rates of the methods that train base weights keep their SD 1.5 ratio to the base
-    model's own training lr (SD 1.5 1e-4; the toy model 1e-3, see its training.json): DreamBooth
-    5e-6 → 5e-5, DreamBooth-LoRA 1e-4 → 1e-3. Methods that train only new vectors keep their
-    usual lr (Perfusion 6e-3 embedding / 3e-2 o*_V; TI 5e-3). Every method gets the same
-    budget of 80 steps × batch 4; DreamBooth adds a class batch of 4 per step (prior
-    preservation, weight 1, 4 class images per subject from the base model). Perfusion also
-    runs at the production budget (400 steps × batch 4 on CPU) and with the exact object mask
-    weighting its loss (the paper's masked loss; the toy world knows the mask exactly).
+
+def full_recipes(lr_scale: float = LR_SCALE) -> dict[str, Recipe]:
+    """Each entry's recipe, scaled to the toy model by one stated rule (`lr_scale` overrides
+    the factor, for a before/after at other rates).
+
+    Every method's learning rate is its usual SD 1.5 rate times LR_SCALE (10): DreamBooth
+    5e-6 → 5e-5, DreamBooth-LoRA 1e-4 → 1e-3, Textual Inversion 5e-3 → 5e-2, Perfusion 6e-3 /
+    3e-2 (embedding / o*_V) → 6e-2 / 3e-1 — the rates the toy model's folder sets for every
+    fit (`perfusion_fit.json`). A Perfusion grid on the four harness subjects (2026-12-04,
+    `bench.quality.quick`, 80 steps, two seeds each) agreed: ×3 / 6 / 10 gave mean full hits
+    0.25 / 0.36 / 0.42 (×1: 0.03 in the harness), prompt hits ≥ 0.97 only at ×10 (model card).
+    Every method gets the same budget of 80 steps × batch 4; DreamBooth adds a class batch of
+    4 per step (prior preservation, weight 1, 4 class images per subject from the base model).
+    Perfusion also runs at the production budget (400 steps × batch 4 on CPU) and with the
+    exact object mask weighting its loss (the paper's masked loss; the toy world knows the mask
+    exactly).
     """
-    perfusion = Recipe(steps=80, batch_size=4, lr_embedding=6e-3, lr_value=3e-2)
+    k = lr_scale
+    perfusion = Recipe(steps=80, batch_size=4, lr_embedding=6e-3 * k, lr_value=3e-2 * k)
     return {
         "perfusion": perfusion,
         "perfusion_masked": dataclasses.replace(perfusion, masked=True),
         "perfusion_400": dataclasses.replace(perfusion, steps=400),
-        "lora": Recipe(steps=80, batch_size=4, lr=1e-3, rank=4),
-        "dreambooth": Recipe(steps=80, batch_size=4, lr=5e-5, class_images=4),
-        "textual_inversion": Recipe(steps=80, batch_size=4, lr=5e-3),
+        "lora": Recipe(steps=80, batch_size=4, lr=1e-4 * k, rank=4),
+        "dreambooth": Recipe(steps=80, batch_size=4, lr=5e-6 * k, class_images=4),
+        "textual_inversion": Recipe(steps=80, batch_size=4, lr=5e-3 * k),
     }
 
 

@@ -22,7 +22,15 @@ from .concept import (
     validate_concept,
 )
 from .covariance import Covariance, compute_covariance, get_covariance
-from .fit import FitCanceled, FitCheckpoint, FitConfig, FitProgress, default_batch, fit_concept
+from .fit import (
+    FitCanceled,
+    FitCheckpoint,
+    FitConfig,
+    FitProgress,
+    base_fit_defaults,
+    default_batch,
+    fit_concept,
+)
 from .generate import GenerationCanceled, generate
 from .pipeline import default_base, load_pipeline, model_fingerprint, pipeline_class_name
 from .sides import architecture, text_side
@@ -45,6 +53,7 @@ __all__ = [
     "GenerationCanceled",
     "apply_concepts",
     "architecture",
+    "base_fit_defaults",
     "compute_covariance",
     "concept_from_bytes",
     "concept_to_bytes",

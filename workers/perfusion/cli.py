@@ -33,7 +33,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
 
     from .concept import concept_to_bytes
     from .covariance import get_covariance, read_captions
-    from .fit import FitConfig, fit_concept
+    from .fit import FitConfig, base_fit_defaults, fit_concept
     from .pipeline import load_pipeline
 
     files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -50,6 +50,7 @@ def _cmd_fit(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         grad_accum=args.grad_accum,
         resolution=args.resolution,
+        **base_fit_defaults(pipe),
     )
     with tqdm(total=config.steps, desc="fit", unit="step") as bar:
 

@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,31 @@ def default_batch(arch: str, on_cuda: bool) -> tuple[int, int]:
     if arch == ARCH_SDXL:
         return (4, 4) if on_cuda else (1, 4)
     return (16, 1) if on_cuda else (4, 1)
+
+
+BASE_FIT_FILE = "perfusion_fit.json"
+"""A base model's own fit defaults, in its folder beside the diffusers parts: {"lr_embedding": x,
+"lr_value": y}. The re-implementations' learning rates are tuned for CLIP's text space; a base
+model whose embeddings live at another scale (the toy world's) says what suits it here."""
+_BASE_FIT_FIELDS = ("lr_embedding", "lr_value")
+
+
+def base_fit_defaults(pipe: StableDiffusionPipeline) -> dict[str, float]:
+    """The FitConfig fields the pipeline's base-model folder sets (`perfusion_fit.json`), or {}
+    for a Hugging Face id or a folder without the file. Unknown or non-positive fields are an
+    error, not silently ignored."""
+    folder = Path(base_model_id(pipe))
+    path = folder / BASE_FIT_FILE
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    unknown = sorted(set(data) - set(_BASE_FIT_FIELDS))
+    if unknown:
+        raise ValueError(f"{path}: unknown fields {unknown}; allowed {list(_BASE_FIT_FIELDS)}")
+    fields = {name: float(value) for name, value in data.items()}
+    if any(value <= 0 for value in fields.values()):
+        raise ValueError(f"{path}: learning rates must be positive, got {fields}")
+    return fields
 
 
 @dataclass
