@@ -47,6 +47,7 @@ ENTRY_LABELS = {
     **LABELS,
     "perfusion_masked": "Perfusion, masked loss",
     "perfusion_400": "Perfusion, production budget",
+    "perfusion_best2": "Perfusion, best of 2 fits",
 }
 
 
