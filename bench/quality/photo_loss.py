@@ -45,13 +45,16 @@ def photo_loss(
     with apply_concepts(pipe, [concept], [strength_to_control(strength)]):
         device, dtype = pipe.unet.device, pipe.unet.dtype
         prompts = [template.format(concept.token) for template in TEMPLATES]
-        encodings = [pipe.encode_prompt(p, device, 1, False)[0].to(dtype) for p in prompts]
         for k in range(draws):
+            # Encoded right before its UNet call: the edit finds a prompt's real tokens among
+            # the last 8 encodings made (RealTokens), and ten made up front left two templates
+            # edited at every position, padding included.
+            encoding = pipe.encode_prompt(prompts[k % len(prompts)], device, 1, False)[0]
             clean = latents[k % len(images)][None]
             t = timesteps[k : k + 1].to(device)
             noise = torch.randn(clean.shape, generator=generator).to(device)
             noisy = scheduler.add_noise(clean, noise, t)
-            pred = pipe.unet(noisy.to(dtype), t, encodings[k % len(TEMPLATES)]).sample
+            pred = pipe.unet(noisy.to(dtype), t, encoding.to(dtype)).sample
             target = training_target(scheduler, clean, noise, t)
             total += (pred.float() - target).pow(2).mean().item()
     return total / draws

@@ -29,3 +29,18 @@ def test_the_same_concept_scores_the_same_and_another_value_scores_otherwise(
     )
     assert photo_loss(pipe, moved, images, strength=1.0, draws=8) != first
     assert photo_loss(pipe, concept, images, strength=1.0, draws=8, seed=7) != first
+
+
+def test_every_draw_edits_the_prompts_real_tokens_only(tmp_path: Path) -> None:
+    """Ten templates encoded up front overflowed the edit's memory of recent encodings, and
+    two of them reached the UNet edited at every position (a warning said so)."""
+    import warnings
+
+    pipe = make_tiny_pipeline(tmp_path)
+    images = make_images()
+    concept = fit_concept(
+        pipe, images, "<sks>", "dog", TINY_FIT, compute_covariance(pipe, CAPTIONS)
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Perfusion: text encodings not produced")
+        photo_loss(pipe, concept, images, strength=1.0, draws=20)
