@@ -199,32 +199,26 @@ def fit_perfusion(pipe, images, masks, name, superclass, recipe, seed, covarianc
     The covariance is per base model (computed once, shared by all concepts), so the caller
     computes it outside the timed fit.
     """
-    best: tuple[float, Concept] | None = None
-    for restart in range(recipe.restarts):
-        config = FitConfig(
-            steps=recipe.steps,
-            batch_size=recipe.batch_size,
-            grad_accum=recipe.grad_accum,
-            lr_embedding=recipe.lr_embedding,
-            lr_value=recipe.lr_value,
-            flip_p=0.0,
-            seed=seed + restart,
+    concepts = [
+        fit_concept(
+            pipe, images, f"<{name}>", superclass,
+            FitConfig(
+                steps=recipe.steps, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
+                lr_embedding=recipe.lr_embedding, lr_value=recipe.lr_value, flip_p=0.0,
+                seed=seed + restart,
+            ),
+            covariance, masks=masks,
         )
-        concept = fit_concept(
-            pipe, images, f"<{name}>", superclass, config, covariance, masks=masks
-        )
-        if recipe.restarts == 1:
-            break
+        for restart in range(recipe.restarts)
+    ]  # fmt: skip
+    concept = concepts[0]
+    if len(concepts) > 1:
         # The fixed-draw denoising loss on the photos tells a learned fit from an unlearned
         # one (model card: it picked the better of two seeds in 7 of 8 pairs on W3m); local
         # import, as bench.quality imports this module.
         from bench.quality.photo_loss import photo_loss
 
-        loss = photo_loss(pipe, concept, images, DEFAULT_STRENGTH)
-        if best is None or loss < best[0]:
-            best = (loss, concept)
-    if best is not None:
-        concept = best[1]
+        concept = min(concepts, key=lambda c: photo_loss(pipe, c, images, DEFAULT_STRENGTH))
     return Fitted("perfusion", f"<{name}>", concept_to_bytes(concept), concept=concept)
 
 

@@ -68,13 +68,12 @@ def probe(
     covariance = get_covariance(pipe)  # the model folder's own captions.txt, as in production
     train_bgs, test_bgs = backgrounds(name, 2)
     images, _ = photos(name, 4, seed, train_bgs)
-    rates = {"lr_embedding": FitConfig.lr_embedding, "lr_value": FitConfig.lr_value}
-    rates.update(base_fit_defaults(pipe))  # the model folder's, as every fit on it uses
+    rates = FitConfig(**base_fit_defaults(pipe))  # the model folder's, as every fit on it
     config = FitConfig(
         steps=steps,
         batch_size=4,
-        lr_embedding=rates["lr_embedding"] * lr_scale,
-        lr_value=rates["lr_value"] * lr_scale,
+        lr_embedding=rates.lr_embedding * lr_scale,
+        lr_value=rates.lr_value * lr_scale,
         flip_p=0.0,
         seed=seed,
         **(fit_options or {}),

@@ -49,12 +49,11 @@ def test_a_fit_job_runs_with_the_folders_rates(tmp_path) -> None:
     from tests.support.tiny_model import save_tiny_model
     from workers.fit_config import fit_config
     from workers.perfusion import load_pipeline
-    from workers.perfusion.fit import base_fit_defaults as read
 
     folder = tmp_path / "model"
     save_tiny_model(folder)
     pipe = load_pipeline(str(folder), "cpu")
-    assert read(pipe) == {}
+    assert base_fit_defaults(pipe) == {}
     assert fit_config(pipe, False, steps=3, seed=0).lr_value == FitConfig.lr_value
     (folder / BASE_FIT_FILE).write_text(json.dumps({"lr_embedding": 0.02, "lr_value": 0.2}))
     config = fit_config(pipe, False, steps=3, seed=0)
