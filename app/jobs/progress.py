@@ -7,7 +7,6 @@ Events are hints: the job row stays the truth.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -21,8 +20,6 @@ from app.config import get_settings
 
 STREAM_MAXLEN = 2000
 STREAM_TTL_S = 24 * 3600
-ASYNC_MAX_CONNECTIONS = 10_000
-"""redis-py's asyncio pool allows 100 by default; past that, XREAD fails for socket 101."""
 
 Event = tuple[str, dict[str, Any]]
 
@@ -32,10 +29,6 @@ class ProgressBus(Protocol):
 
     def read(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
         """Events after the id `after` (all when None), waiting up to timeout_s for one."""
-        ...
-
-    async def aread(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
-        """`read` for the event loop: websockets wait on it without holding a thread."""
         ...
 
 
@@ -84,15 +77,6 @@ class MemoryProgressBus:
                     return events
                 self._cond.wait(remaining)
 
-    async def aread(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
-        deadline = time.monotonic() + timeout_s
-        while True:  # publishers are threads; a short poll keeps this lock-free for the loop
-            with self._cond:
-                events = self._after(job_id, after)
-            if events or time.monotonic() >= deadline:
-                return events
-            await asyncio.sleep(0.05)
-
 
 class RedisProgressBus:
     """Redis Streams: XADD with an approximate MAXLEN and a TTL, XREAD to replay and tail."""
@@ -100,9 +84,7 @@ class RedisProgressBus:
     def __init__(self, url: str) -> None:
         import redis
 
-        self._url = url
         self._redis = redis.Redis.from_url(url, decode_responses=True)
-        self._async: dict[int, Any] = {}
 
     @staticmethod
     def _key(job_id: str) -> str:
@@ -119,20 +101,6 @@ class RedisProgressBus:
     def read(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
         block_ms = max(1, int(timeout_s * 1000))
         reply = self._redis.xread({self._key(job_id): after or "0-0"}, block=block_ms, count=500)
-        return [(eid, json.loads(fields["e"])) for _, entries in reply for eid, fields in entries]
-
-    async def aread(self, job_id: str, after: str | None, timeout_s: float) -> list[Event]:
-        import redis.asyncio
-
-        loop_id = id(asyncio.get_running_loop())  # an asyncio client belongs to one loop
-        client = self._async.get(loop_id)
-        if client is None:
-            # Every watching socket blocks in XREAD on a connection of its own: room for many.
-            client = self._async[loop_id] = redis.asyncio.Redis.from_url(
-                self._url, decode_responses=True, max_connections=ASYNC_MAX_CONNECTIONS
-            )
-        block_ms = max(1, int(timeout_s * 1000))
-        reply = await client.xread({self._key(job_id): after or "0-0"}, block=block_ms, count=500)
         return [(eid, json.loads(fields["e"])) for _, entries in reply for eid, fields in entries]
 
 

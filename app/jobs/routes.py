@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, WebSocket, status
 from sqlalchemy.orm import Session
@@ -23,8 +21,9 @@ from app.jobs import queue
 from app.jobs.events import QueueEvent, StateEvent
 from app.jobs.lifecycle import request_cancel
 from app.jobs.models import Job, JobState
-from app.jobs.progress import Event, ProgressBus, get_progress_bus
+from app.jobs.progress import get_progress_bus
 from app.jobs.schemas import JobOut
+from app.jobs.tail import SharedReads
 from app.security.websockets import websocket_origin_ok
 from app.users.models import User
 from app.webhooks.service import latest_delivery
@@ -134,50 +133,8 @@ async def job_events(websocket: WebSocket, job_id: uuid.UUID, after: str | None 
         watcher.cancel()
 
 
-@dataclass(frozen=True)
-class _Message:
-    id: str
-    event: dict[str, Any]
-    text: str
-    """The websocket message, encoded once for every socket that sends it."""
-
-
-async def _read(bus: ProgressBus, job_id: uuid.UUID, cursor: str, wait_s: float) -> list[_Message]:
-    """The bus's events after `cursor`; none while the bus (Redis) is away, so the socket
-    stays open and learns how the job ends from its row."""
-    try:
-        events: list[Event] = await bus.aread(str(job_id), cursor, wait_s)
-    except Exception as exc:
-        log.warning("progress bus unreachable for job %s: %s", job_id, exc.__class__.__name__)
-        await asyncio.sleep(wait_s)
-        return []
-    return [
-        _Message(event_id, event, json.dumps({"id": event_id, "event": event}, **_JSON))
-        for event_id, event in events
-    ]
-
-
-_JSON: dict[str, Any] = {"separators": (",", ":"), "ensure_ascii": False}  # as send_json
-_bus_reads: dict[tuple[uuid.UUID, str], asyncio.Future[list[_Message]]] = {}
-
-
-async def _shared_read(
-    bus: ProgressBus, job_id: uuid.UUID, cursor: str, wait_s: float
-) -> list[_Message]:
-    """`_read`, shared by every socket here at the same place in the same job's events:
-    200 watchers of one fit cost one bus read and one encoding per event, not 200 (without
-    this, 200 sockets on a fit's events tripled the p95 of other users' requests)."""
-    key = (job_id, cursor)
-    read = _bus_reads.get(key)
-    if read is None:
-        read = _bus_reads[key] = asyncio.ensure_future(_read(bus, job_id, cursor, wait_s))
-
-        def forget(done: asyncio.Future[list[_Message]]) -> None:
-            if _bus_reads.get(key) is done:
-                del _bus_reads[key]
-
-        read.add_done_callback(forget)
-    return await asyncio.shield(read)
+_reads = SharedReads()
+"""This process's shared bus reads (one event loop per web process)."""
 
 
 async def _stream(ws: WebSocket, job_id: uuid.UUID, cursor: str, gone: asyncio.Event) -> None:
@@ -185,7 +142,7 @@ async def _stream(ws: WebSocket, job_id: uuid.UUID, cursor: str, gone: asyncio.E
     sent_position: int | None = None
     wait_s = 0.05  # replay at once, then wait for news
     while not gone.is_set():
-        events = await _shared_read(bus, job_id, cursor, wait_s)
+        events = await _reads.read(bus, job_id, cursor, wait_s)
         wait_s = WS_POLL_S
         for message in events:
             cursor, event = message.id, message.event
@@ -206,7 +163,7 @@ async def _stream(ws: WebSocket, job_id: uuid.UUID, cursor: str, gone: asyncio.E
             return
         if status_now.state.finished:
             # Events are hints: the final one may be late, expired or lost. The row decides.
-            late = await _shared_read(bus, job_id, cursor, 0.5)
+            late = await _reads.read(bus, job_id, cursor, 0.5)
             if late:
                 continue
             final = StateEvent(

@@ -224,8 +224,9 @@ LOADED_WINDOWS = 5
 BASELINE_S = 6.0  # bus reads counted with one socket watching, before the other 199 come
 READS_BOUND = 4.0
 """What is asserted is what the server does per progress event, not how long browsing takes:
-Redis XREADs per event with 200 stalled sockets watching against one socket watching (the
-`_shared_read` bypassed: every socket reads for itself, about 200x). Browse timings under the
+Redis XREADs per event with 200 stalled sockets watching against one socket watching (with
+`app/jobs/tail.SharedReads` bypassed, every socket reads for itself: about 200x). Browse
+timings under the
 slow clients are printed, not asserted: on this shared 2-core machine the median-window p95
 ratio ranged 0.55-1.88x with the server intact and 1.46-3.15x with the shared read bypassed
 (nine quiet runs each), so no timing bound tells the two apart without failing now and then."""
