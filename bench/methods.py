@@ -35,7 +35,6 @@ from workers.perfusion import (
     fit_concept,
     generate,
 )
-from workers.perfusion.apply import DEFAULT_STRENGTH
 from workers.perfusion.fit import TEMPLATES, encode_training_images
 from workers.perfusion.pipeline import TokenPatch
 
@@ -64,7 +63,7 @@ class Recipe:
     class_images: int = 4  # DreamBooth prior preservation (0 = off)
     prior_weight: float = 1.0
     masked: bool = False  # weight the loss by the subject's mask (Perfusion's masked loss)
-    restarts: int = 1  # Perfusion: fits with seeds seed, seed+1, ...; the lowest photo loss kept
+    restarts: int = 1  # Perfusion: FitConfig.restarts (seeds seed, seed+1, ...; lowest photo loss)
 
     def describe(self, method: str) -> str:
         text = f"{self.steps} steps × batch {self.batch_size * self.grad_accum}"
@@ -199,26 +198,15 @@ def fit_perfusion(pipe, images, masks, name, superclass, recipe, seed, covarianc
     The covariance is per base model (computed once, shared by all concepts), so the caller
     computes it outside the timed fit.
     """
-    concepts = [
-        fit_concept(
-            pipe, images, f"<{name}>", superclass,
-            FitConfig(
-                steps=recipe.steps, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
-                lr_embedding=recipe.lr_embedding, lr_value=recipe.lr_value, flip_p=0.0,
-                seed=seed + restart,
-            ),
-            covariance, masks=masks,
-        )
-        for restart in range(recipe.restarts)
-    ]  # fmt: skip
-    concept = concepts[0]
-    if len(concepts) > 1:
-        # The fixed-draw denoising loss on the photos tells a learned fit from an unlearned
-        # one (model card: it picked the better of two seeds in 7 of 8 pairs on W3m); local
-        # import, as bench.quality imports this module.
-        from bench.quality.photo_loss import photo_loss
-
-        concept = min(concepts, key=lambda c: photo_loss(pipe, c, images, DEFAULT_STRENGTH))
+    concept = fit_concept(
+        pipe, images, f"<{name}>", superclass,
+        FitConfig(
+            steps=recipe.steps, batch_size=recipe.batch_size, grad_accum=recipe.grad_accum,
+            lr_embedding=recipe.lr_embedding, lr_value=recipe.lr_value, flip_p=0.0,
+            seed=seed, restarts=recipe.restarts,
+        ),
+        covariance, masks=masks,
+    )  # fmt: skip
     return Fitted("perfusion", f"<{name}>", concept_to_bytes(concept), concept=concept)
 
 

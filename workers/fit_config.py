@@ -9,13 +9,16 @@ from app.config import get_settings
 
 def fit_config(pipe: Any, on_cuda: bool, steps: int, seed: int, **reporting: Any) -> Any:
     """The architecture's default batch (SDXL: 4 × 4 at 1024 px) unless the Settings set one,
-    the learning rates the base model's folder sets (`perfusion_fit.json`, the toy model's),
+    the learning rates, accumulation and restarts the base model's folder sets
+    (`perfusion_fit.json`, the toy model's; a batch in the Settings still wins),
     preview and checkpoint intervals from the Settings; `reporting` overrides FitConfig fields
     (e.g. `progress_interval_s`). Returns a `workers.perfusion.FitConfig`."""
     import workers.perfusion as perfusion
 
     settings = get_settings()
+    folder = perfusion.base_fit_defaults(pipe)
     batch, accum = perfusion.default_batch(perfusion.architecture(pipe), on_cuda)
+    accum = int(folder.pop("grad_accum", accum))
     if settings.fit_batch_size:
         batch = settings.fit_batch_size
     if settings.fit_batch_size or settings.fit_grad_accum != 1:
@@ -28,6 +31,6 @@ def fit_config(pipe: Any, on_cuda: bool, steps: int, seed: int, **reporting: Any
         preview_every=settings.fit_preview_every,
         checkpoint_every=settings.fit_checkpoint_every,
     )
-    fields.update(perfusion.base_fit_defaults(pipe))
+    fields.update(folder)
     fields.update(reporting)
     return perfusion.FitConfig(**fields)

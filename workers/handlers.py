@@ -118,7 +118,8 @@ def fit(ctx: JobContext) -> JobOutcome:
             ctx.publish(PreviewEvent(step=p.step, data_url=preview_data_url(p.preview)))
 
     def on_checkpoint(checkpoint: Any) -> None:
-        progress = checkpoint.step / config.steps
+        done = checkpoint.restart * config.steps + checkpoint.step
+        progress = done / (config.steps * config.restarts)
         data = checkpoint.to_bytes()
         try:
             saved = results.save_checkpoint(ctx.job_id, ctx.worker_id, data, progress)
@@ -189,8 +190,12 @@ def fit(ctx: JobContext) -> JobOutcome:
     return JobOutcome(
         result={
             "steps": config.steps,
-            "resumed_from_step": resume.step if resume is not None else None,
+            "restarts": config.restarts,
+            "resumed_from_step": (
+                resume.restart * config.steps + resume.step if resume is not None else None
+            ),
             "final_loss": concept.training.get("final_loss"),
+            "restart_photo_losses": concept.training.get("restart_photo_losses"),
             "sample_generation_id": str(generation_id) if samples else None,
             "sample_image_ids": [str(image.id) for image in samples],
             "timings_s": timer.phases,

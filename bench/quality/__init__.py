@@ -27,9 +27,11 @@ from bench.quality.settings import (
     backgrounds,
     drift_prompts,
     full_recipes,
+    method_family,
     photos,
     quick_settings,
     subject,
+    sweep_method,
 )
 from bench.quality.worker import run_isolated, run_worker
 
@@ -48,6 +50,8 @@ ENTRY_LABELS = {
     "perfusion_masked": "Perfusion, masked loss",
     "perfusion_400": "Perfusion, production budget",
     "perfusion_best2": "Perfusion, best of 2 fits",
+    "perfusion_b16": "Perfusion, batch 16 (the studio's fit here)",
+    "lora_b16": "LoRA, batch 16",
 }
 
 
@@ -159,8 +163,7 @@ def score(settings: Settings, results: dict, isolated: bool) -> QualityReport:
             Row(
                 label,
                 method,
-                recipe.describe("perfusion" if method.startswith("perfusion") else method)
-                + (", masked" if recipe.masked else ""),
+                recipe.describe(method_family(method)) + (", masked" if recipe.masked else ""),
                 *(mean(v[i] for v in scores.values()) for i in range(5)),
                 fit_s=mean(res[n]["fit_s"] for n in names),
                 peak_rss_mib=peak if isolated else None,
@@ -169,8 +172,8 @@ def score(settings: Settings, results: dict, isolated: bool) -> QualityReport:
             )
         )
     sweep = []
-    if "perfusion" in results:
-        perf = results["perfusion"]["subjects"]
+    if sweep_method(settings) in results:
+        perf = results[sweep_method(settings)]["subjects"]
         for strength in settings.sweep:
             key = str(strength)
             runs = [

@@ -31,7 +31,7 @@ class Probe:
     fit_s: float
     attributes: dict[str, float]  # per attribute, the fraction of concept images that have it
     base_attributes: dict[str, float]  # the same for the base model's superclass prompt
-    photo_loss: float | None = None  # bench.quality.photo_loss at `strength`, when asked for
+    photo_loss: float | None = None  # workers.perfusion.photo_loss at `strength`, when asked for
 
 
 def probe(
@@ -68,16 +68,19 @@ def probe(
     covariance = get_covariance(pipe)  # the model folder's own captions.txt, as in production
     train_bgs, test_bgs = backgrounds(name, 2)
     images, _ = photos(name, 4, seed, train_bgs)
-    rates = FitConfig(**base_fit_defaults(pipe))  # the model folder's, as every fit on it
-    config = FitConfig(
+    folder = base_fit_defaults(pipe)  # the model folder's rates, accumulation and restarts
+    rates = FitConfig(**folder)
+    fields = dict(
         steps=steps,
-        batch_size=4,
+        batch_size=4,  # the studio's CPU batch (default_batch), accumulated as the folder says
+        grad_accum=int(folder.get("grad_accum", 1)),
         lr_embedding=rates.lr_embedding * lr_scale,
         lr_value=rates.lr_value * lr_scale,
         flip_p=0.0,
         seed=seed,
-        **(fit_options or {}),
+        restarts=rates.restarts,
     )
+    config = FitConfig(**{**fields, **(fit_options or {})})
     token = f"<{name}>"
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -85,9 +88,9 @@ def probe(
     fit_s = time.perf_counter() - started
     loss = None
     if measure_photo_loss:
-        from bench.quality.photo_loss import photo_loss
+        from workers.perfusion.photo_loss import photo_loss
 
-        loss = round(photo_loss(pipe, concept, images, strength), 5)
+        loss = round(photo_loss(pipe, concept, images, strength=strength), 5)
     look = subject(name).look
     control = strength_to_control(strength)
     concept_reads, base_reads, on_bg = [], [], []
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--photo-loss", action="store_true",
-        help="also print the concept's fixed-draw loss on its photos (bench.quality.photo_loss)",
+        help="also print the concept's fixed-draw loss on its photos (perfusion.photo_loss)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

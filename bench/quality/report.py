@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.common import human_bytes, table
-from bench.quality.settings import TRAIN_BACKGROUNDS, Settings, drift_prompts
+from bench.quality.settings import STUDIO_RECIPE, TRAIN_BACKGROUNDS, Settings, drift_prompts
 
 
 @dataclass
@@ -82,9 +82,12 @@ class QualityReport:
         rows = [[label, *(scores[n] for n in names)] for label, scores in self.per_subject.items()]
         return table(headers, rows)
 
-    def claims(self) -> list[tuple[str, bool]]:
-        """What the method promises, each judged from this run's numbers."""
-        p = self.row("perfusion")
+    def claims(
+        self, perfusion: str = "perfusion", lora: str = "lora", sweep: bool = True
+    ) -> list[tuple[str, bool]]:
+        """What the method promises, each judged from this run's numbers: the `perfusion` row
+        against the `lora` row, and (with `sweep`) the strength sweep."""
+        p = self.row(perfusion)
         base = self.row("Reference: base model")
         words = self.row("Reference: best words-only")
         out = [
@@ -103,14 +106,14 @@ class QualityReport:
                 p.prompt_fidelity >= 0.9,
             ),
         ]
-        if any(r.method == "lora" for r in self.rows):
-            lora = self.row("lora")
+        if any(r.method == lora for r in self.rows):
+            other = self.row(lora)
             drift_p = (p.drift_superclass or 0) + (p.drift_other or 0)
-            drift_l = (lora.drift_superclass or 0) + (lora.drift_other or 0)
+            drift_l = (other.drift_superclass or 0) + (other.drift_other or 0)
             out += [
                 (
-                    f"concept fidelity ≥ LoRA's ({p.hit_rate:.3f} vs {lora.hit_rate:.3f})",
-                    p.hit_rate >= lora.hit_rate,
+                    f"concept fidelity ≥ LoRA's ({p.hit_rate:.3f} vs {other.hit_rate:.3f})",
+                    p.hit_rate >= other.hit_rate,
                 ),
                 (
                     f"drift on concept-free prompts ≤ 1/10 of LoRA's "
@@ -118,7 +121,7 @@ class QualityReport:
                     drift_p <= drift_l / 10,
                 ),
             ]
-        if len(self.sweep) > 1:
+        if sweep and len(self.sweep) > 1:
             rates = [s["hit_rate"] for s in self.sweep]
             default = next((s for s in self.sweep if s["strength"] == 0.5), self.sweep[0])
             out += [
@@ -167,17 +170,30 @@ class QualityReport:
         )
 
     def render(self) -> str:
-        claims = "\n".join(
-            f"- {'met' if ok else '**not met**'}: {text}" for text, ok in self.claims()
+        def listed(claims: list[tuple[str, bool]]) -> str:
+            return "\n".join(f"- {'met' if ok else '**not met**'}: {text}" for text, ok in claims)
+
+        studio = self.settings.recipes.get(STUDIO_RECIPE)
+        same = self.settings.recipes["perfusion"]
+        text = (
+            f"Perfusion ({same.steps} steps × batch {same.batch_size * same.grad_accum}, the "
+            "budget every method has; default strength) against its promises:\n\n"
+            + listed(self.claims(sweep=studio is None))
         )
+        if studio is not None:
+            text += (
+                f"\n\nPerfusion at the studio's fit here ({studio.steps} steps × batch "
+                f"{studio.batch_size * studio.grad_accum}) against LoRA at the same batch, and "
+                "the strength sweep (on that fit):\n\n"
+                + listed(self.claims(STUDIO_RECIPE, "lora_b16"))
+            )
         return (
             "### Personalization quality (mean over subjects)\n\n"
             + self.quality_table()
             + "\n\n"
             + self.notes()
-            + f"\n\nPerfusion ({self.settings.recipes['perfusion'].steps} steps, default "
-            "strength) against its promises:\n\n"
-            + claims
+            + "\n\n"
+            + text
             + "\n\n### Concept fidelity per subject\n\n"
             + self.per_subject_table()
             + "\n\n### Perfusion strength sweep (one fit, inference control only)\n\n"

@@ -70,19 +70,39 @@ def full_recipes(lr_scale: float = LR_SCALE) -> dict[str, Recipe]:
     Perfusion also runs at the production budget (400 steps × batch 4 on CPU), with the exact
     object mask weighting its loss (the paper's masked loss; the toy world knows the mask
     exactly), and as the better of two 80-step fits (seeds s, s+1) by the fixed-draw denoising
-    loss on the photos (`bench.quality.photo_loss`: twice the budget).
+    loss on the photos (`workers.perfusion.photo_loss`: twice the budget).
     """
     k = lr_scale
     perfusion = Recipe(steps=80, batch_size=4, lr_embedding=6e-3 * k, lr_value=3e-2 * k)
+    lora = Recipe(steps=80, batch_size=4, lr=1e-4 * k, rank=4)
     return {
         "perfusion": perfusion,
         "perfusion_masked": dataclasses.replace(perfusion, masked=True),
         "perfusion_400": dataclasses.replace(perfusion, steps=400),
         "perfusion_best2": dataclasses.replace(perfusion, restarts=2),
-        "lora": Recipe(steps=80, batch_size=4, lr=1e-4 * k, rank=4),
+        STUDIO_RECIPE: dataclasses.replace(perfusion, grad_accum=4),
+        "lora": lora,
+        "lora_b16": dataclasses.replace(lora, grad_accum=4),
         "dreambooth": Recipe(steps=80, batch_size=4, lr=5e-6 * k, class_images=4),
         "textual_inversion": Recipe(steps=80, batch_size=4, lr=5e-3 * k),
     }
+
+
+STUDIO_RECIPE = "perfusion_b16"
+"""The fit the studio runs on the toy model (its folder's `perfusion_fit.json`): 80 steps at
+effective batch 16 (4 × 4 accumulated), the re-implementations' batch. The strength sweep runs
+on it when it is in the run, and "lora_b16" gives LoRA the same budget."""
+
+
+def method_family(method: str) -> str:
+    """The fitter of a recipe key: "perfusion_masked" → "perfusion", "lora_b16" → "lora"."""
+    families = ("perfusion", "lora", "dreambooth", "textual_inversion")
+    return next(f for f in families if method == f or method.startswith(f + "_"))
+
+
+def sweep_method(settings: Settings) -> str:
+    """The recipe whose fit the strength sweep runs on: the studio's when it is in the run."""
+    return STUDIO_RECIPE if STUDIO_RECIPE in settings.recipes else "perfusion"
 
 
 @dataclass
@@ -120,7 +140,7 @@ def quick_settings(**overrides) -> Settings:
     recipes = {
         k: dataclasses.replace(r, steps=max(2, r.steps // 4))
         for k, r in full_recipes().items()
-        if k not in ("perfusion_400", "perfusion_best2")
+        if k not in ("perfusion_400", "perfusion_best2", STUDIO_RECIPE, "lora_b16")
     }
     base = dict(
         subjects=list(HARNESS_SUBJECTS[:2]), recipes=recipes, n_eval=2, n_sweep=2,

@@ -21,9 +21,11 @@ from bench.quality.settings import (
     Settings,
     backgrounds,
     drift_prompts,
+    method_family,
     photos,
     subject,
     superclass_prompt,
+    sweep_method,
     words_only_prompts,
 )
 
@@ -85,7 +87,7 @@ def run_worker(method: str, settings: Settings, out: Path) -> dict:
     result: dict = {"method": method, "subjects": {}, "rss_start_mib": peak_rss_mib()}
     gen = dict(steps=settings.gen_steps, guidance=settings.guidance)
     recipe = settings.recipes.get(method)
-    family = "perfusion" if method.startswith("perfusion") else method
+    family = "base" if method == "base" else method_family(method)
     fitter = FITTERS.get(family)
     covariance = None
     for name in settings.subjects:
@@ -129,7 +131,7 @@ def run_worker(method: str, settings: Settings, out: Path) -> dict:
                         pipe, fitted.prompt(bg), seed=seed, n=settings.n_eval, **gen
                     )
                     entry["eval"][bg] = _save(images, folder, f"eval-{bg}")
-                if method == "perfusion":
+                if method == sweep_method(settings):
                     for strength in settings.sweep:
                         if strength == DEFAULT_STRENGTH:
                             continue  # the default strength: the eval images above

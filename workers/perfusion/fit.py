@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import warnings
@@ -20,12 +21,12 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .apply import install_processors, key_target
-from .concept import Concept, ConceptMismatch
+from .concept import Concept, ConceptMismatch, concept_from_bytes, concept_to_bytes
 from .covariance import Covariance
 from .pipeline import TokenPatch, base_model_id, cross_attention_layers, model_fingerprint
 from .processor import TextSpaceEdit, concept_basis, make_text_edit, score_and_energy
 from .sides import text_side
-from .text import ARCH_SDXL, TextSide, Tokens
+from .text import ARCH_SD, ARCH_SDXL, TextSide, Tokens
 
 TEMPLATES = (
     "a photo of a {}",
@@ -63,6 +64,11 @@ class FitConfig:
     i_star_tracking: str = "exact"
     ema_decay: float = 0.99
     seed: int = 0
+    restarts: int = 1
+    """Fits run one after another with seeds seed, seed + 1, ...; the one whose fixed-draw
+    denoising loss on the photos (`photo_loss`) is lowest is kept. On a small model a quick
+    fit's outcome is set by its own random draws, and that loss tells a fit that learned the
+    subject from one that did not (toy-world model card). SD 1.x/2.x only."""
     # "uniform": each image of a batch draws its timestep from [0, T). "stratified": the
     # batch's n timesteps fall one in each of n equal slices of [0, T) (a random point in
     # each), so every batch sees coarse and fine noise levels alike.
@@ -97,12 +103,15 @@ def default_batch(arch: str, on_cuda: bool) -> tuple[int, int]:
 
 BASE_FIT_FILE = "perfusion_fit.json"
 """A base model's own fit defaults, in its folder beside the diffusers parts: {"lr_embedding": x,
-"lr_value": y}. The re-implementations' learning rates are tuned for CLIP's text space; a base
-model whose embeddings live at another scale (the toy world's) says what suits it here."""
-_BASE_FIT_FIELDS = ("lr_embedding", "lr_value")
+"lr_value": y, "grad_accum": k, "restarts": n}. The re-implementations' learning rates are tuned
+for CLIP's text space; a base model whose embeddings live at another scale (the toy world's)
+says what suits it here, how many batches a step accumulates on top of the device's batch
+(`default_batch`), and how many fits a fit keeps the best of."""
+_BASE_FIT_FIELDS = ("lr_embedding", "lr_value", "grad_accum", "restarts")
+_BASE_FIT_COUNTS = ("grad_accum", "restarts")
 
 
-def base_fit_defaults(pipe: StableDiffusionPipeline) -> dict[str, float]:
+def base_fit_defaults(pipe: StableDiffusionPipeline) -> dict[str, float | int]:
     """The FitConfig fields the pipeline's base-model folder sets (`perfusion_fit.json`), or {}
     for a Hugging Face id or a folder without the file. Unknown or non-positive fields are an
     error, not silently ignored."""
@@ -114,9 +123,18 @@ def base_fit_defaults(pipe: StableDiffusionPipeline) -> dict[str, float]:
     unknown = sorted(set(data) - set(_BASE_FIT_FIELDS))
     if unknown:
         raise ValueError(f"{path}: unknown fields {unknown}; allowed {list(_BASE_FIT_FIELDS)}")
-    fields = {name: float(value) for name, value in data.items()}
+    fields: dict[str, float | int] = {
+        name: float(value) for name, value in data.items() if name not in _BASE_FIT_COUNTS
+    }
     if any(value <= 0 for value in fields.values()):
         raise ValueError(f"{path}: learning rates must be positive, got {fields}")
+    for name in _BASE_FIT_COUNTS:
+        if name not in data:
+            continue
+        count = data[name]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"{path}: {name} must be a whole number >= 1, got {count!r}")
+        fields[name] = count
     return fields
 
 
@@ -152,6 +170,13 @@ class FitCheckpoint:
     losses: list[float] = field(default_factory=list)
     rng_device: str = "cpu"
     """Device type of the generator `rng_state` belongs to (the fit's device)."""
+    restart: int = 0
+    """With `FitConfig.restarts`: the fit this checkpoint is in (`step` counts within it)."""
+    kept: Concept | None = None
+    """The finished fit with the lowest photo loss so far, and that loss (None before one)."""
+    kept_loss: float | None = None
+    restart_losses: list[float] = field(default_factory=list)
+    """The photo loss of each finished fit, in order."""
 
     def to_bytes(self) -> bytes:
         """Safetensors bytes (no pickle)."""
@@ -173,7 +198,14 @@ class FitCheckpoint:
             "losses": json.dumps(self.losses),
             "param_groups": json.dumps(self.optimizer_state["param_groups"]),
             "rng_device": self.rng_device,
+            "restart": str(self.restart),
+            "restart_losses": json.dumps(self.restart_losses),
         }
+        if self.kept is not None:
+            # the whole concept file, in fp32 so that a resumed fit keeps it exactly
+            kept = bytearray(concept_to_bytes(self.kept, torch.float32))
+            tensors["kept_concept"] = torch.frombuffer(kept, dtype=torch.uint8)
+            meta["kept_loss"] = repr(self.kept_loss)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         return save_safetensors(tensors, metadata=meta)
 
@@ -200,6 +232,14 @@ class FitCheckpoint:
             rng_state=tensors["rng_state"],
             losses=json.loads(meta["losses"]),
             rng_device=meta.get("rng_device", "cpu"),
+            restart=int(meta.get("restart", "0")),
+            kept=(
+                concept_from_bytes(tensors["kept_concept"].numpy().tobytes())
+                if "kept_concept" in tensors
+                else None
+            ),
+            kept_loss=float(meta["kept_loss"]) if "kept_loss" in meta else None,
+            restart_losses=json.loads(meta.get("restart_losses", "[]")),
         )
 
 
@@ -513,8 +553,88 @@ def fit_concept(
     Steps run without reading anything back from the device: progress events and cancel
     checks come every `config.progress_interval_s` seconds of `clock`, and at previews,
     checkpoints, the first step of this run and the last step (no cancel check after the
-    last: the fit is done).
+    last: the fit is done). With `config.restarts` = n > 1, n fits run one after another and
+    the one with the lowest `photo_loss` is returned; progress counts the steps of all n, and
+    a checkpoint holds the best finished fit so far, so a resumed fit returns the same concept.
     """
+    if config.restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {config.restarts}")
+    if resume is not None and resume.restart >= config.restarts:
+        raise ValueError(f"checkpoint is of fit {resume.restart + 1}, of {config.restarts}")
+    if config.restarts == 1:
+        return _fit_once(
+            pipe, images, token, superclass, config, covariance, masks, on_progress,
+            should_cancel, resume, on_checkpoint, clock,
+        )  # fmt: skip
+    if text_side(pipe).arch != ARCH_SD:
+        raise ValueError("restarts > 1 needs an SD 1.x/2.x base model (photo_loss)")
+    # photo_loss scores concepts with this module's draws and targets, so it imports this one
+    from .photo_loss import photo_loss
+
+    kept = resume.kept if resume is not None else None
+    kept_loss = resume.kept_loss if resume is not None else None
+    restart_losses = list(resume.restart_losses) if resume is not None else []
+    first = resume.restart if resume is not None else 0
+    started = clock()
+    for restart in range(first, config.restarts):
+        offset = restart * config.steps
+
+        def progress(p: FitProgress, offset: int = offset, restart: int = restart) -> None:
+            assert on_progress is not None
+            per_fit = p.elapsed_s + p.eta_s
+            on_progress(
+                dataclasses.replace(
+                    p,
+                    step=p.step + offset,
+                    total=p.total * config.restarts,
+                    elapsed_s=clock() - started,
+                    eta_s=p.eta_s + per_fit * (config.restarts - restart - 1),
+                    loss_step=None if p.loss_step is None else p.loss_step + offset,
+                )
+            )
+
+        def checkpoint(
+            cp: FitCheckpoint,
+            restart: int = restart,
+            kept: Concept | None = kept,
+            kept_loss: float | None = kept_loss,
+            done: tuple[float, ...] = tuple(restart_losses),
+        ) -> None:
+            assert on_checkpoint is not None
+            cp.restart, cp.kept, cp.kept_loss, cp.restart_losses = restart, kept, kept_loss, [*done]
+            on_checkpoint(cp)
+
+        concept = _fit_once(
+            pipe, images, token, superclass,
+            dataclasses.replace(config, seed=config.seed + restart, restarts=1),
+            covariance, masks, progress if on_progress is not None else None, should_cancel,
+            resume if restart == first else None,
+            checkpoint if on_checkpoint is not None else None, clock,
+        )  # fmt: skip
+        loss = photo_loss(pipe, concept, images, masks)
+        restart_losses.append(loss)
+        if kept is None or kept_loss is None or loss < kept_loss:
+            kept, kept_loss = concept, loss
+    assert kept is not None
+    kept.training.update(restarts=config.restarts, restart_photo_losses=restart_losses)
+    return kept
+
+
+def _fit_once(
+    pipe: StableDiffusionPipeline,
+    images: list[Image.Image],
+    token: str,
+    superclass: str,
+    config: FitConfig,
+    covariance: Covariance,
+    masks: list[Image.Image] | None,
+    on_progress: Callable[[FitProgress], None] | None,
+    should_cancel: Callable[[], bool] | None,
+    resume: FitCheckpoint | None,
+    on_checkpoint: Callable[[FitCheckpoint], None] | None,
+    clock: Callable[[], float],
+) -> Concept:
+    """One fit (`fit_concept` without restarts)."""
     text = text_side(pipe)
     fingerprint = _check_fit(pipe, text, images, token, config, covariance, masks, resume)
     dim = text.dim

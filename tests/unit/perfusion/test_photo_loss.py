@@ -1,4 +1,4 @@
-"""bench.quality.photo_loss scores concepts on the same draws: repeatable, and moved by what
+"""photo_loss scores concepts on the same draws: repeatable, and moved by what
 the concept holds (so two fits' scores compare)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from bench.quality.photo_loss import photo_loss
 from tests.unit.perfusion.conftest import CAPTIONS, TINY_FIT, make_images, make_tiny_pipeline
 from workers.perfusion import compute_covariance, fit_concept
+from workers.perfusion.photo_loss import photo_loss
 
 
 def test_the_same_concept_scores_the_same_and_another_value_scores_otherwise(
