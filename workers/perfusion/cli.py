@@ -44,15 +44,16 @@ def _cmd_fit(args: argparse.Namespace) -> None:
     pipe = load_pipeline(args.base, _device())
     captions = read_captions(Path(args.captions)) if args.captions else None
     cov = get_covariance(pipe, captions, cache_dir=args.cache_dir, progress=True)
-    config = FitConfig(
-        steps=args.steps,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        resolution=args.resolution,
-        **base_fit_defaults(pipe),
-    )
-    with tqdm(total=config.steps, desc="fit", unit="step") as bar:
+    fields = {"steps": args.steps, "seed": args.seed, "resolution": args.resolution}
+    fields.update(base_fit_defaults(pipe))  # the base model's folder, then what was asked
+    asked = {
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "restarts": args.restarts,
+    }
+    fields.update({k: v for k, v in asked.items() if v is not None})
+    config = FitConfig(**fields)
+    with tqdm(total=config.steps * config.restarts, desc="fit", unit="step") as bar:
 
         def progress(p):
             bar.update(p.step - bar.n)  # events are throttled: several steps apart
@@ -177,8 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True)
     fit.add_argument("--steps", type=int, default=400)
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--batch-size", type=int, default=4)
-    fit.add_argument("--grad-accum", type=int, default=4)
+    fit.add_argument("--batch-size", type=int, help="images per pass (default 4)")
+    fit.add_argument(
+        "--grad-accum", type=int,
+        help="passes per step (default: the base model folder's perfusion_fit.json, else 4)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--restarts", type=int,
+        help="fit this many times (seeds seed, seed+1, ...) and keep the one with the lowest "
+        "denoising loss on the photos (default: the folder's, else 1; SD 1.x/2.x)",
+    )  # fmt: skip
     fit.add_argument("--resolution", type=int, default=None)
     fit.add_argument("--masks", help="folder of subject masks named like the photos (optional)")
     fit.add_argument("--captions")

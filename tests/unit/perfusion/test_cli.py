@@ -88,3 +88,33 @@ def test_fit_with_masks_weights_the_loss(tmp_path: Path, monkeypatch):
         losses[name] = concept.training
     assert losses["plain"]["masked"] is False and losses["masked"]["masked"] is True
     assert losses["plain"]["final_loss"] != losses["masked"]["final_loss"]
+
+
+def test_fit_takes_the_folders_accumulation_and_restarts_unless_asked(tmp_path, monkeypatch):
+    """The toy model's folder sets grad_accum: `perfusion fit` on it used to pass grad_accum
+    twice (its own default and the folder's) and stop with a TypeError."""
+    import json
+
+    from workers.perfusion.fit import BASE_FIT_FILE
+
+    model = tmp_path / "model"
+    make_tiny_pipeline(tmp_path / "tok").save_pretrained(model)
+    (model / BASE_FIT_FILE).write_text(json.dumps({"grad_accum": 2, "restarts": 2}))
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, image in enumerate(make_images(2)):
+        image.save(images / f"{k}.png")
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(CAPTIONS))
+    monkeypatch.setenv("PERFUSION_CACHE", str(tmp_path / "cache"))
+    fit = ["fit", "--base", str(model), "--images", str(images), "--token", "<sks>"]
+    fit += ["--superclass", "dog", "--steps", "2", "--batch-size", "1"]
+    fit += ["--captions", str(captions), "--resolution", "16"]
+    folder, asked = tmp_path / "folder.safetensors", tmp_path / "asked.safetensors"
+    assert main([*fit, "--out", str(folder)]) == 0
+    assert main([*fit, "--out", str(asked), "--grad-accum", "1", "--restarts", "1"]) == 0
+    training = load_concept(folder).training
+    assert (training["grad_accum"], training["restarts"]) == (2, 2)
+    assert len(training["restart_photo_losses"]) == 2
+    training = load_concept(asked).training
+    assert (training["grad_accum"], training["restarts"]) == (1, 1)
