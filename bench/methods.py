@@ -35,8 +35,8 @@ from workers.perfusion import (
     fit_concept,
     generate,
 )
-from workers.perfusion.fit import TEMPLATES, encode_training_images
 from workers.perfusion.pipeline import TokenPatch
+from workers.perfusion.training_data import TEMPLATES, encode_training_images
 
 METHODS = ("perfusion", "lora", "dreambooth", "textual_inversion")
 LABELS = {

@@ -16,8 +16,8 @@ from PIL import Image
 
 from .apply import DEFAULT_STRENGTH, apply_concepts, strength_to_control
 from .concept import Concept
-from .fit import TEMPLATES, draw_timesteps, encode_training_images, training_target
 from .text import ARCH_SD
+from .training_data import TEMPLATES, draw_timesteps, encode_training_images, training_target
 
 
 @torch.no_grad()

@@ -356,7 +356,7 @@ def test_a_throttled_fit_resumes_exactly_and_learns_what_an_unthrottled_one_does
 
 
 def test_stratified_timesteps_put_one_draw_in_each_slice_of_the_schedule():
-    from workers.perfusion.fit import draw_timesteps
+    from workers.perfusion.training_data import draw_timesteps
 
     generator = torch.Generator().manual_seed(0)
     for _ in range(50):

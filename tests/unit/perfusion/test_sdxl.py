@@ -669,7 +669,7 @@ def test_int8_files_round_trip_and_re_save_losslessly(xl, xl_fitted):
 def test_an_fp16_sdxl_vae_encodes_training_images_in_fp32_and_is_restored(tmp_path):
     import copy
 
-    from workers.perfusion.fit import _encode_images, encode_training_images
+    from workers.perfusion.training_data import _encode_images, encode_training_images
 
     pipe = make_tiny_sdxl(tmp_path)
     pipe.vae.to(torch.float16)

@@ -40,8 +40,8 @@ def test_the_concept_gate_is_open_after_a_short_fit(pipe, tmp_path, tracking: st
     """s(e) of the fitted token on its own training templates stays ≈ 1 (gate open) when i*
     tracks the token exactly; the re-implementations' EMA lags a short fit and moves s off 1."""
     from workers.perfusion import apply_concepts
-    from workers.perfusion.fit import TEMPLATES
     from workers.perfusion.pipeline import encode_ids, tokenize
+    from workers.perfusion.training_data import TEMPLATES
 
     images = _photos()
     config = dataclasses.replace(FIT, i_star_tracking=tracking)

@@ -1,17 +1,18 @@
 """Fitting learns: a quick Perfusion fit of a held-out subject draws what its superclass can't.
 
 `candy` (a red circle with green stripes) never occurs in the bundled model's training images,
-and no caption names its second colour. 4 photos, the harness's recipe (80 steps × batch 4),
-2 unseen backgrounds × 4 images read back by the toy-world reader, against the base model's
-superclass prompt ("a circle on a … background") on the same seeds.
+and no caption names its second colour. 4 photos, the studio's fit on this model (80 steps at
+the learning rates and accumulation its folder sets, `perfusion_fit.json`: 4 photos a pass,
+4 passes a step), 2 unseen backgrounds × 4 images read back by the toy-world reader, against
+the base model's superclass prompt ("a circle on a … background") on the same seeds.
 
-What a quick fit learns on this model (toy world 3's W3m, at the learning rates its folder
-sets, `perfusion_fit.json`; `python -m bench.quality.quick --subject candy --seeds 0 1`,
-measured on 2026-12-04): the whole subject — shape, main colour, stripes and their never-named
-green — in 0.75 and 0.375 of the concept's images (seeds 0, 1), shape and main colour in 1.0
-and 1.0, against 0.0 for the superclass prompt on every count. The bounds leave margin below
-seed 0's figures: the test fails when fitting stops learning what no caption names. About a
-minute on 2 CPU cores.
+What a quick fit learns on this model (toy world 3's W3m; `python -m bench.quality.quick
+--subject candy --seeds 0 1`, measured on 2026-12-04, when the probe ran FitConfig's default
+4 × 4 accumulation, which the folder now sets for every fit): the whole subject — shape, main
+colour, stripes and their never-named green — in 0.75 and 0.375 of the concept's images (seeds
+0, 1), shape and main colour in 1.0 and 1.0, against 0.0 for the superclass prompt on every
+count. The bounds leave margin below seed 0's figures: the test fails when fitting stops
+learning what no caption names. About a minute on 2 CPU cores.
 """
 
 import pytest
