@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lr-scale", type=float, help=f"every method's SD 1.5 lr times this (default {LR_SCALE})"
     )
+    parser.add_argument(
+        "--methods", nargs="+", metavar="KEY",
+        help="only these recipes (keys of full_recipes, e.g. perfusion_b16 lora_b16); the "
+        "references always run",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = quick_settings() if args.quick else Settings()
     if not args.quick or args.subjects != "harness":
@@ -33,6 +38,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.quick:
             parser.error("--lr-scale applies to the full recipes, not --quick")
         settings.recipes = full_recipes(args.lr_scale)
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(settings.recipes))
+        if unknown:
+            parser.error(f"unknown methods {unknown}; known: {sorted(settings.recipes)}")
+        settings.recipes = {k: v for k, v in settings.recipes.items() if k in args.methods}
     report = run_quality(settings, isolate=not args.in_process, workdir=args.keep)
     print(machine_header())
     print()

@@ -174,19 +174,22 @@ class QualityReport:
             return "\n".join(f"- {'met' if ok else '**not met**'}: {text}" for text, ok in claims)
 
         studio = self.settings.recipes.get(STUDIO_RECIPE)
-        same = self.settings.recipes["perfusion"]
-        text = (
-            f"Perfusion ({same.steps} steps × batch {same.batch_size * same.grad_accum}, the "
-            "budget every method has; default strength) against its promises:\n\n"
-            + listed(self.claims(sweep=studio is None))
-        )
+        same = self.settings.recipes.get("perfusion")
+        blocks = []
+        if same is not None:
+            blocks.append(
+                f"Perfusion ({same.steps} steps × batch {same.batch_size * same.grad_accum}, the "
+                "budget every method has; default strength) against its promises:\n\n"
+                + listed(self.claims(sweep=studio is None))
+            )
         if studio is not None:
-            text += (
-                f"\n\nPerfusion at the studio's fit here ({studio.steps} steps × batch "
+            blocks.append(
+                f"Perfusion at the studio's fit here ({studio.steps} steps × batch "
                 f"{studio.batch_size * studio.grad_accum}) against LoRA at the same batch, and "
                 "the strength sweep (on that fit):\n\n"
                 + listed(self.claims(STUDIO_RECIPE, "lora_b16"))
             )
+        text = "\n\n".join(blocks)
         return (
             "### Personalization quality (mean over subjects)\n\n"
             + self.quality_table()
