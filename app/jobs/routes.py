@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from app.security.websockets import websocket_origin_ok
 from app.users.models import User
 from app.webhooks.service import latest_delivery
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
 WS_FORBIDDEN_ORIGIN = 4403

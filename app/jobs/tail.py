@@ -60,7 +60,8 @@ _Key = tuple[asyncio.AbstractEventLoop, uuid.UUID, str]
 
 @dataclass
 class SharedReads:
-    """Bus reads shared by the sockets of one event loop (one per web process)."""
+    """Bus reads shared by the sockets of a web process (keyed by event loop as well, so an
+    answer is only handed to the loop that asked)."""
 
     threads: int = READ_THREADS
     _executor: ThreadPoolExecutor | None = None
