@@ -167,10 +167,9 @@ class FitCheckpoint:
     restart: int = 0
     """With `FitConfig.restarts`: the fit this checkpoint is in (`step` counts within it)."""
     kept: Concept | None = None
-    """The finished fit with the lowest photo loss so far, and that loss (None before one)."""
-    kept_loss: float | None = None
+    """The finished fit with the lowest photo loss so far (None before one)."""
     restart_losses: list[float] = field(default_factory=list)
-    """The photo loss of each finished fit, in order."""
+    """The photo loss of each finished fit, in order (the kept one's is their minimum)."""
 
     def to_bytes(self) -> bytes:
         """Safetensors bytes (no pickle)."""
@@ -199,7 +198,6 @@ class FitCheckpoint:
             # the whole concept file, in fp32 so that a resumed fit keeps it exactly
             kept = bytearray(concept_to_bytes(self.kept, torch.float32))
             tensors["kept_concept"] = torch.frombuffer(kept, dtype=torch.uint8)
-            meta["kept_loss"] = repr(self.kept_loss)
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         return save_safetensors(tensors, metadata=meta)
 
@@ -232,7 +230,6 @@ class FitCheckpoint:
                 if "kept_concept" in tensors
                 else None
             ),
-            kept_loss=float(meta["kept_loss"]) if "kept_loss" in meta else None,
             restart_losses=json.loads(meta.get("restart_losses", "[]")),
         )
 
@@ -507,7 +504,6 @@ def fit_concept(
     if text_side(pipe).arch != ARCH_SD:
         raise ValueError("restarts > 1 needs an SD 1.x/2.x base model (photo_loss)")
     kept = resume.kept if resume is not None else None
-    kept_loss = resume.kept_loss if resume is not None else None
     restart_losses = list(resume.restart_losses) if resume is not None else []
     first = resume.restart if resume is not None else 0
     started = clock()
@@ -532,11 +528,10 @@ def fit_concept(
             cp: FitCheckpoint,
             restart: int = restart,
             kept: Concept | None = kept,
-            kept_loss: float | None = kept_loss,
             done: tuple[float, ...] = tuple(restart_losses),
         ) -> None:
             assert on_checkpoint is not None
-            cp.restart, cp.kept, cp.kept_loss, cp.restart_losses = restart, kept, kept_loss, [*done]
+            cp.restart, cp.kept, cp.restart_losses = restart, kept, [*done]
             on_checkpoint(cp)
 
         concept = _fit_once(
@@ -547,9 +542,9 @@ def fit_concept(
             checkpoint if on_checkpoint is not None else None, clock,
         )  # fmt: skip
         loss = photo_loss(pipe, concept, images, masks)
+        if kept is None or loss < min(restart_losses):
+            kept = concept
         restart_losses.append(loss)
-        if kept is None or kept_loss is None or loss < kept_loss:
-            kept, kept_loss = concept, loss
     assert kept is not None
     kept.training.update(restarts=config.restarts, restart_photo_losses=restart_losses)
     return kept
