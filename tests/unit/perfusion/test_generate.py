@@ -80,23 +80,43 @@ def value_targets_in_use(pipe) -> dict[str, torch.Tensor]:
     }
 
 
-def test_strength_moves_the_value_target_from_the_superclass_past_the_trained_one(
+def key_targets_in_use(pipe) -> dict[str, torch.Tensor]:
+    """The gated K target (first concept) each PerfusionAttnProcessor applies now."""
+    return {
+        name.removesuffix(".processor"): proc.o_k[0]
+        for name, proc in pipe.unet.attn_processors.items()
+        if isinstance(proc, PerfusionAttnProcessor)
+    }
+
+
+def test_strength_moves_the_value_from_the_superclass_to_the_trained_one_then_key_and_gate(
     tiny_pipe, fitted
 ):
+    """0 → 0.5: the V target from W_v e_super to o*_V; 0.5 → 1: the key target W_k e_super
+    scaled 1 → 1.5 and the gate's β 0.7 → 0.65, the V target staying o*_V."""
     concept = fitted["concept"]
     layers = cross_attention_layers(tiny_pipe.unet)
     superclass = {n: F.linear(concept.e_super, a.to_v.weight) for n, a in layers.items()}
-    want = {
-        0.0: superclass,
-        0.5: concept.o_v,
-        1.0: {n: 2 * concept.o_v[n] - superclass[n] for n in layers},
+    locked = {n: F.linear(concept.e_super, a.to_k.weight) for n, a in layers.items()}
+    halfway = {n: (superclass[n] + concept.o_v[n]) / 2 for n in layers}
+    want = {  # strength: (V target, key scale, β)
+        0.0: (superclass, 1.0, 0.7),
+        0.25: (halfway, 1.0, 0.7),
+        0.5: (concept.o_v, 1.0, 0.7),
+        0.75: (concept.o_v, 1.25, 0.675),
+        1.0: (concept.o_v, 1.5, 0.65),
     }
-    for strength, targets in want.items():
-        with apply_concepts(tiny_pipe, [concept], [strength_to_control(strength)]):
-            used = value_targets_in_use(tiny_pipe)
-        assert used.keys() == targets.keys()
-        for name in used:
-            torch.testing.assert_close(used[name], targets[name], msg=f"{strength} {name}")
+    for strength, (values, key_scale, beta) in want.items():
+        with apply_concepts(tiny_pipe, [concept], [strength_to_control(strength)]) as handle:
+            used_v, used_k = value_targets_in_use(tiny_pipe), key_targets_in_use(tiny_pipe)
+            assert handle.edit.beta.tolist() == pytest.approx([beta]), strength
+            assert handle.edit.tau.tolist() == pytest.approx([0.15]), strength
+        assert used_v.keys() == values.keys() == used_k.keys()
+        for name in used_v:
+            torch.testing.assert_close(used_v[name], values[name], msg=f"V {strength} {name}")
+            torch.testing.assert_close(
+                used_k[name], key_scale * locked[name], msg=f"K {strength} {name}"
+            )
     with pytest.raises(ValueError):
         strength_to_control(1.5)
 
@@ -118,9 +138,16 @@ def test_strength_sweep_moves_the_concept_image_monotonically(tiny_pipe, fitted)
     print(
         f"mean |image - superclass prompt| per strength: {[round(a, 2) for a in from_superclass]}"
     )
+    past_default = [float(np.abs(im - images[2]).mean()) for im in images[2:]]
+    print(f"mean |image - default strength| from the default up: {past_default}")
     assert all(a < b for a, b in zip(away, away[1:], strict=False)), away
-    assert away[-1] >= 3 * away[2] / 2  # beyond the trained concept, not saturated at it
     assert from_superclass[0] < from_superclass[2] < from_superclass[-1]
+    # Above the default the concept keeps moving, not saturated at the trained one: measured
+    # 0.08/255 at 0.75 and 0.18 at 1 on this tiny model (0.14 at 1 with the key left unscaled,
+    # the gate alone: the test above catches that; the toy world's harness measures what the
+    # move shows).
+    assert 0 < past_default[1] < past_default[2]
+    assert past_default[2] >= 0.12
 
 
 def test_prompts_without_the_concept_barely_change_at_every_strength(tiny_pipe, fitted):
