@@ -48,44 +48,20 @@ def probe(
     fit_options: dict | None = None,
     measure_photo_loss: bool = False,
 ) -> Probe:
-    """Fit `name` from 4 photos (80 steps × batch 4, the harness recipe), then generate n images
+    """Fit `name` from 4 photos as the studio does (`studio_fit`), then generate n images
     on each of two unseen backgrounds with the concept and with the superclass prompt; `keep`
     saves one strip per seed: the photos, then the concept's and the base's images."""
     import torch
 
-    from workers.perfusion import (
-        FitConfig,
-        base_fit_defaults,
-        fit_concept,
-        generate,
-        get_covariance,
-        load_pipeline,
-    )
+    from workers.perfusion import generate, get_covariance, load_pipeline
     from workers.perfusion.apply import strength_to_control
     from workers.toyworld.reader import read_attributes
 
     pipe = load_pipeline(str(model), "cpu")
     covariance = get_covariance(pipe)  # the model folder's own captions.txt, as in production
-    train_bgs, test_bgs = backgrounds(name, 2)
-    images, _ = photos(name, 4, seed, train_bgs)
-    folder = base_fit_defaults(pipe)  # the model folder's rates, accumulation and restarts
-    rates = FitConfig(**folder)
-    fields = dict(
-        steps=steps,
-        batch_size=4,  # the studio's CPU batch (default_batch), accumulated as the folder says
-        grad_accum=int(folder.get("grad_accum", 1)),
-        lr_embedding=rates.lr_embedding * lr_scale,
-        lr_value=rates.lr_value * lr_scale,
-        flip_p=0.0,
-        seed=seed,
-        restarts=rates.restarts,
-    )
-    config = FitConfig(**{**fields, **(fit_options or {})})
-    token = f"<{name}>"
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    concept = fit_concept(pipe, images, token, subject(name).superclass, config, covariance)
-    fit_s = time.perf_counter() - started
+    concept, images, fit_s = studio_fit(pipe, covariance, name, seed, steps, lr_scale, fit_options)
+    _, test_bgs = backgrounds(name, 2)
+    token = concept.token
     loss = None
     if measure_photo_loss:
         from workers.perfusion.photo_loss import photo_loss
@@ -130,6 +106,43 @@ def probe(
         base_attributes=_fractions(base_attrs, look),
         photo_loss=loss,
     )
+
+
+def studio_fit(  # type: ignore[no-untyped-def]
+    pipe,
+    covariance,
+    name: str,
+    seed: int,
+    steps: int = 80,
+    lr_scale: float = 1.0,
+    fit_options: dict | None = None,
+):
+    """Fit `name` from 4 photos on its training backgrounds as the studio does on this model
+    (the folder's rates, accumulation and restarts at the CPU batch of 4); return (concept,
+    photos, fit seconds)."""
+    import torch
+
+    from workers.perfusion import FitConfig, base_fit_defaults, fit_concept
+
+    train_bgs, _ = backgrounds(name, 2)
+    images, _ = photos(name, 4, seed, train_bgs)
+    folder = base_fit_defaults(pipe)  # the model folder's rates, accumulation and restarts
+    rates = FitConfig(**folder)
+    fields = dict(
+        steps=steps,
+        batch_size=4,  # the studio's CPU batch (default_batch), accumulated as the folder says
+        grad_accum=int(folder.get("grad_accum", 1)),
+        lr_embedding=rates.lr_embedding * lr_scale,
+        lr_value=rates.lr_value * lr_scale,
+        flip_p=0.0,
+        seed=seed,
+        restarts=rates.restarts,
+    )
+    config = FitConfig(**{**fields, **(fit_options or {})})
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    concept = fit_concept(pipe, images, f"<{name}>", subject(name).superclass, config, covariance)
+    return concept, images, time.perf_counter() - started
 
 
 def _fractions(reads: list, look) -> dict[str, float]:  # type: ignore[no-untyped-def]
