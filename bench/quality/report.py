@@ -201,5 +201,7 @@ class QualityReport:
             + self.per_subject_table()
             + "\n\n### Perfusion strength sweep (one fit, inference control only)\n\n"
             + self.sweep_table()
-            + "\n"
+            + f"\n\nOne fit per subject; {self.settings.n_sweep} images per unseen background"
+            + f" at each strength ({self.settings.n_eval} at the default: the evaluation images,"
+            + " the same seeds).\n"
         )

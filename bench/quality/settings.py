@@ -115,7 +115,9 @@ class Settings:
     n_eval: int = 4  # images per (subject, unseen background)
     n_drift: int = 2  # images per drift prompt
     sweep: tuple[float, ...] = SWEEP
-    n_sweep: int = 2  # images per (strength, background) in the sweep
+    # images per (strength, background) in the sweep: as many as the default strength's row
+    # (the eval images, same seeds), so every strength is read over the same images
+    n_sweep: int = 4
     gen_steps: int = 20
     guidance: float = 4.0
     seed: int = 0
