@@ -19,6 +19,8 @@ from PIL import Image
 from bench.quality.settings import DEFAULT_MODEL, DEFAULT_STRENGTH, backgrounds, photos, subject
 from bench.quality.settings import superclass_prompt as base_prompt
 
+ATTRIBUTES = ("shape", "color", "pattern", "second")
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -102,8 +104,8 @@ def probe(
         base_hits=sum(base_reads) / len(base_reads),
         prompt_hits=sum(on_bg) / len(on_bg),
         fit_s=round(fit_s, 1),
-        attributes=_fractions(reads, look),
-        base_attributes=_fractions(base_attrs, look),
+        attributes=attribute_fractions(reads, look),
+        base_attributes=attribute_fractions(base_attrs, look),
         photo_loss=loss,
     )
 
@@ -145,10 +147,11 @@ def studio_fit(  # type: ignore[no-untyped-def]
     return concept, images, time.perf_counter() - started
 
 
-def _fractions(reads: list, look) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def attribute_fractions(reads: list, look) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """Per attribute, and for shape with main colour together, the fraction that has it."""
-    keys = ("shape", "color", "pattern", "second")
-    out = {k: sum(getattr(r, k) == getattr(look, k) for r in reads) / len(reads) for k in keys}
+    out = {
+        a: sum(getattr(r, a) == getattr(look, a) for r in reads) / len(reads) for a in ATTRIBUTES
+    }
     both = sum(r.shape == look.shape and r.color == look.color for r in reads) / len(reads)
     return {**out, "shape_and_color": both}
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import machine_header, table
+from bench.quality.quick import ATTRIBUTES, attribute_fractions
 from bench.quality.settings import DEFAULT_MODEL, SWEEP, backgrounds, drift_prompts, subject
-
-ATTRIBUTES = ("shape", "color", "pattern", "second")
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,7 @@ def sweep_fit(pipe, covariance, name: str, seed: int, n: int, strengths=SWEEP) -
                     float(np.mean(hits)),
                     float(np.mean(on_bg)),
                     float(np.mean(drift)),
-                    {
-                        a: float(np.mean([getattr(r, a) == getattr(look, a) for r in reads]))
-                        for a in ATTRIBUTES
-                    },
+                    attribute_fractions(reads, look),
                 )
             )
     return points
