@@ -57,6 +57,12 @@ class FitConfig:
     # gate σ((s − 0.7)/0.15) was ≈ 0.25 and the learned target mostly unused.
     i_star_tracking: str = "exact"
     ema_decay: float = 0.99
+    separation: float = 0.0
+    """Weight μ of a term added to the loss, μ · mean cos_P(c, e_super)²: the squared cosine, in
+    the metric P = C⁻¹ of the scores s(e), between the concept token's encodings c and its
+    superclass word's e_super. It pushes i* off e_super, so prompts with the superclass word
+    lose less of it to the removal term W s(e) i* (s(e_super) falls with the cosine). Not in the
+    paper; 0 = off."""
     seed: int = 0
     restarts: int = 1
     """Fits run one after another with seeds seed, seed + 1, ...; the one whose fixed-draw
@@ -621,9 +627,14 @@ def _fit_once(
             )
             layer_v = {n: [p] for n, p in o_v.items()}
             original = install_processors(pipe.unet, edit, o_k, layer_v, patch)
+            separation = None
+            if config.separation > 0:
+                p_super = cinv @ e_super.to(device)
+                separation = (cinv, p_super / (e_super.to(device) @ p_super).sqrt())
             inputs = _StepInputs(
-                pipe, text, scheduler, latents, weights, prompts, patch, config, generator, use_amp
-            )
+                pipe, text, scheduler, latents, weights, prompts, patch, config, generator,
+                use_amp, separation,
+            )  # fmt: skip
             reports = _Reports(config, first_step, clock, on_progress, on_checkpoint, should_cancel)
             if should_cancel is not None and should_cancel():
                 raise FitCanceled(f"canceled at step {first_step}/{config.steps}")
@@ -746,6 +757,8 @@ class _StepInputs:
     config: FitConfig
     generator: torch.Generator
     use_amp: bool
+    separation: tuple[torch.Tensor, torch.Tensor] | None = None
+    """(P, P e_super / ‖e_super‖_P) for the separation term, None when it is off."""
 
 
 def _train_step(
@@ -775,11 +788,14 @@ def _train_step(
                 inputs.generator,
                 inputs.use_amp,
             )
-            (loss / config.grad_accum).backward()
+            total = loss
+            if inputs.separation is not None:
+                total = loss + config.separation * _superclass_cosine(enc, *inputs.separation)
+            (total / config.grad_accum).backward()
             # float64, in the order a Python float sum of .item()s would add them
             part = loss.detach().double() / config.grad_accum
             step_loss = part if step_loss is None else step_loss + part
-            token_encodings.append(enc)
+            token_encodings.append(enc.detach())
         optimizer.step()
         with torch.no_grad():
             if config.i_star_tracking == "exact":
@@ -949,8 +965,16 @@ def _micro_step(
     err = (pred.float() - target).pow(2).mean(1, keepdim=True)
     loss = (err * weight).sum() / weight.sum().clamp(min=1e-6)
     rows = torch.arange(n, device=encodings.device)
-    token_encodings = encodings[rows, positions].detach().float()
+    token_encodings = encodings[rows, positions].float()
     return loss, token_encodings
+
+
+def _superclass_cosine(
+    encodings: torch.Tensor, cinv: torch.Tensor, direction: torch.Tensor
+) -> torch.Tensor:
+    """Mean squared P-cosine between the concept token's encodings (n, D) and e_super."""
+    norms = ((encodings @ cinv) * encodings).sum(-1).clamp(min=1e-12).sqrt()
+    return ((encodings @ direction) / norms).pow(2).mean()
 
 
 def _cpu_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:

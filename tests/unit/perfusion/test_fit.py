@@ -387,3 +387,27 @@ def test_a_stratified_fit_resumes_exactly(tiny_pipe, tiny_cov):
     resumed = fit_concept(tiny_pipe, images, "<s>", "dog", config, tiny_cov, resume=saved[0])
     assert saved[0].step == 2
     assert_bitwise_equal(concept_tensors(whole), concept_tensors(resumed))
+
+
+def test_the_separation_term_moves_i_star_off_the_superclass(tiny_pipe, tiny_cov):
+    """FitConfig.separation lowers s(e_super) after a fit; 0 leaves the loss as it was."""
+    from workers.perfusion.fit import _superclass_cosine
+
+    cinv = tiny_cov.inverse.float()
+    _, e_super = superclass_vectors(tiny_pipe, "dog")
+    p_super = cinv @ e_super
+    direction = p_super / (e_super @ p_super).sqrt()
+    other = torch.randn(e_super.shape, generator=torch.Generator().manual_seed(0))
+    other = other - (other @ p_super) / (e_super @ p_super) * e_super  # P-orthogonal to e_super
+    cosines = [float(_superclass_cosine(v[None], cinv, direction)) for v in (3 * e_super, other)]
+    assert cosines == pytest.approx([1.0, 0.0], abs=1e-4)
+
+    config = replace(TINY_FIT, steps=12)
+    scores = {}
+    for weight in (0.0, 10.0):
+        concept = fit_concept(
+            tiny_pipe, make_images(), "<sep>", "dog", replace(config, separation=weight), tiny_cov
+        )
+        scores[weight] = float(concept.e_super @ concept.score)
+    print(f"s(e_super) after 12 steps: without {scores[0.0]:.3f}, with {scores[10.0]:.3f}")
+    assert abs(scores[10.0]) < 0.5 * abs(scores[0.0])
