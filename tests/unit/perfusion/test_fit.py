@@ -390,7 +390,8 @@ def test_a_stratified_fit_resumes_exactly(tiny_pipe, tiny_cov):
 
 
 def test_the_separation_term_moves_i_star_off_the_superclass(tiny_pipe, tiny_cov):
-    """FitConfig.separation lowers s(e_super) after a fit; 0 leaves the loss as it was."""
+    """The term is the squared P-cosine to e_super, and a fit with it ends with a smaller
+    s(e_super) than the same fit without it."""
     from workers.perfusion.fit import _superclass_cosine
 
     cinv = tiny_cov.inverse.float()
