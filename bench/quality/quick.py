@@ -156,7 +156,7 @@ def attribute_fractions(reads: list, look) -> dict[str, float]:  # type: ignore[
     return {**out, "shape_and_color": both}
 
 
-def _fit_option(text: str) -> tuple[str, object]:
+def fit_option(text: str) -> tuple[str, object]:
     """`FIELD=VALUE` as (field, value), the value read as JSON where it parses (numbers)."""
     field, _, value = text.partition("=")
     try:
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             keep=args.keep,
             lr_scale=args.lr_scale,
             strength=args.strength,
-            fit_options=dict(_fit_option(text) for text in args.fit),
+            fit_options=dict(fit_option(text) for text in args.fit),
             measure_photo_loss=args.photo_loss,
         )
         print(json.dumps(asdict(result)), flush=True)

@@ -1,6 +1,7 @@
 """The strength slider over many fits: hit rate, background and drift per strength.
 
     python -m bench.quality.strength [--subjects candy dotty tile flag] [--seeds 0 1] [--n 8]
+        [--strengths 0 0.25 0.5 0.75 1] [--fit FIELD=VALUE ...]
 
 The harness sweeps one fit per subject, and a quick fit mostly either learns its subject or
 does not (hit rates near 0 or 0.9), so its sweep says little about what the slider adds above
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import machine_header, table
-from bench.quality.quick import ATTRIBUTES, attribute_fractions
+from bench.quality.quick import ATTRIBUTES, attribute_fractions, fit_option
 from bench.quality.settings import DEFAULT_MODEL, SWEEP, backgrounds, drift_prompts, subject
 
 
@@ -32,8 +33,11 @@ class Point:
     attributes: dict[str, float]  # per attribute, the fraction of images that have the subject's
 
 
-def sweep_fit(pipe, covariance, name: str, seed: int, n: int, strengths=SWEEP) -> list[Point]:  # type: ignore[no-untyped-def]
-    """Fit `name` (seed), then measure each strength."""
+def sweep_fit(  # type: ignore[no-untyped-def]
+    pipe, covariance, name: str, seed: int, n: int, strengths=SWEEP, fit_options=None
+) -> list[Point]:
+    """Fit `name` (seed; `fit_options`: FitConfig fields over the studio's), then measure
+    each strength."""
     import torch
 
     from bench.quality.quick import studio_fit
@@ -41,7 +45,7 @@ def sweep_fit(pipe, covariance, name: str, seed: int, n: int, strengths=SWEEP) -
     from workers.perfusion.apply import strength_to_control
     from workers.toyworld.reader import read_attributes
 
-    concept, _, _ = studio_fit(pipe, covariance, name, seed)
+    concept, _, _ = studio_fit(pipe, covariance, name, seed, fit_options=fit_options)
     look = subject(name).look
     _, test_bgs = backgrounds(name, 2)
     gen = dict(steps=20, guidance=4.0)
@@ -124,16 +128,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=8, help="images per background per strength")
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--strengths", type=float, nargs="+", default=list(SWEEP))
+    parser.add_argument(
+        "--fit", action="append", default=[], metavar="FIELD=VALUE",
+        help="a FitConfig field for every fit, e.g. --fit separation=1.0 (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    fit_options = dict(fit_option(text) for text in args.fit)
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model, "cpu")
     covariance = get_covariance(pipe)
     points = []
     for name in args.subjects:
         for seed in args.seeds:
-            points += sweep_fit(pipe, covariance, name, seed, args.n)
+            points += sweep_fit(pipe, covariance, name, seed, args.n, args.strengths, fit_options)
             print(f"[strength] {name} seed {seed} done", flush=True)
-    fits = ", ".join(f"{p.subject} seed {p.seed}" for p in points if p.strength == SWEEP[0])
+    first = args.strengths[0]
+    fits = ", ".join(f"{p.subject} seed {p.seed}" for p in points if p.strength == first)
     print(machine_header())
     print(f"Fits (the per-fit column's order): {fits}\n")
     print(sweep_table(points))

@@ -629,8 +629,8 @@ def _fit_once(
             original = install_processors(pipe.unet, edit, o_k, layer_v, patch)
             separation = None
             if config.separation > 0:
-                e = e_super.to(device)
-                separation = (cinv, cinv @ e / (e @ cinv @ e).sqrt())
+                p_super = cinv @ e_super.to(device)
+                separation = (cinv, p_super / (e_super.to(device) @ p_super).sqrt())
             inputs = _StepInputs(
                 pipe, text, scheduler, latents, weights, prompts, patch, config, generator,
                 use_amp, separation,
