@@ -74,6 +74,13 @@ class TrainConfig:
     # Feed the UNet each caption's padding encodings from another caption of the batch, so it
     # learns to read the real tokens only (see shuffle_padding).
     shuffle_padding: bool = True
+    # > 0: in a share of captions, each real token's encoding e becomes e - a x d, with a drawn
+    # from U(-jitter, jitter) and d either e itself or another word's encoding from the batch
+    # (see jitter_encodings): the UNet learns not to hinge its image on a small part of one
+    # word's encoding, as a large model with many redundant tokens does not.
+    encoding_jitter: float = 0.0
+    jitter_share: float = 0.5
+    freeze_text_encoder: bool = False  # train the UNet only, as Stable Diffusion was (frozen CLIP)
     unet_channels: tuple[int, int, int] = (64, 128, 128)
     text_layers: int = 3
     minutes: float | None = None  # wall cap for stage 2 only
@@ -294,6 +301,44 @@ def shuffle_padding(
     return torch.where(after[..., None], encodings[donor], encodings)
 
 
+def jitter_encodings(
+    encodings: torch.Tensor,
+    ids: torch.Tensor,
+    eos_id: int,
+    amount: float,
+    share: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Perturb the real tokens' encodings (the words and the first end-of-text token) of a
+    random `share` of the rows by e - a x d, a ~ U(-amount, amount) per token.
+
+    d is, with even odds, the token's own encoding (a rescaling) or a random word encoding of
+    the batch. These are the two ways a Perfusion edit moves a word that is not its concept:
+    h(e) = W (e - s(e) i*) + ..., with s(e) up to a third at the superclass noun, whose
+    encoding i* started from, and a tenth or two at other words (the model card's drift
+    sections). A base model trained on clean encodings only redraws its whole image for such a
+    change; this teaches it that the caption, not a tenth of one word, decides the image.
+    """
+    n, length = ids.shape
+    is_eos = ids == eos_id
+    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), length - 1)
+    positions = torch.arange(length)[None]
+    words = (positions >= 1) & (positions < first_eos[:, None])
+    real = (positions >= 1) & (positions <= first_eos[:, None])
+    rows = torch.rand(n, generator=generator) < share
+    word_index = words.flatten().nonzero().squeeze(1)
+    if not len(word_index):
+        return encodings
+    clean = encodings.detach()
+    pick = word_index[torch.randint(len(word_index), (n, length), generator=generator)]
+    others = clean.reshape(n * length, -1)[pick.to(clean.device)]
+    own = (torch.rand(n, length, generator=generator) < 0.5).to(clean.device)
+    donors = torch.where(own[..., None], clean, others)
+    a = (torch.rand(n, length, generator=generator) * 2 - 1) * amount
+    a = torch.where(real & rows[:, None], a, torch.zeros_like(a)).to(encodings)
+    return encodings - a[..., None] * donors
+
+
 def _remap_token_rows(
     state: dict[str, torch.Tensor],
     old_vocab: dict[str, int],
@@ -356,10 +401,20 @@ def train_diffusion(
             log.info("%d encoder tensors start fresh", len(missing.missing_keys))
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").state_dict())
         log.info("stage 2 starts from the text encoder and UNet of %s", folder)
+    if cfg.freeze_text_encoder:
+        encoder.requires_grad_(False)
     ema_encoder, ema_unet = copy.deepcopy(encoder), copy.deepcopy(unet)
-    trained = list(encoder.parameters()) + list(unet.parameters())
-    averaged = list(ema_encoder.parameters()) + list(ema_unet.parameters())
-    for p in averaged:
+    trained = [p for p in [*encoder.parameters(), *unet.parameters()] if p.requires_grad]
+    averaged = [
+        a
+        for a, p in zip(
+            [*ema_encoder.parameters(), *ema_unet.parameters()],
+            [*encoder.parameters(), *unet.parameters()],
+            strict=True,
+        )
+        if p.requires_grad
+    ]
+    for p in [*ema_encoder.parameters(), *ema_unet.parameters()]:
         p.requires_grad_(False)
     opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
     scheduler = models.train_scheduler()
@@ -393,6 +448,15 @@ def train_diffusion(
         encodings = encoder(ids.to(cfg.device))[0]
         if cfg.shuffle_padding:
             encodings = shuffle_padding(encodings, ids, tokenizer.eos_token_id, shuffler)
+        if cfg.encoding_jitter:
+            encodings = jitter_encodings(
+                encodings,
+                ids,
+                tokenizer.eos_token_id,
+                cfg.encoding_jitter,
+                cfg.jitter_share,
+                shuffler,
+            )
         pred = unet(noisy, t, encodings).sample
         target = scheduler.get_velocity(latents, noise, t)
         error = (pred - target).pow(2)
@@ -478,6 +542,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Path, TrainConfig]:
             parser.add_argument("--unet-channels", type=int, nargs=3, default=list(value))
         elif name == "minutes":
             parser.add_argument("--minutes", type=float, default=None)
+        elif isinstance(value, bool):  # type=bool would read "--flag false" as True
+            parser.add_argument(
+                "--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=value
+            )
         else:
             parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     args = vars(parser.parse_args(argv))

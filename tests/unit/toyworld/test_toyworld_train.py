@@ -174,3 +174,46 @@ def test_object_weight_without_the_encoded_dataset_is_refused() -> None:
 
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", "--object-weight", "3", "--dataset", "0"])
+
+
+def test_jitter_moves_only_real_tokens_of_the_chosen_captions_within_its_bound() -> None:
+    from workers.toyworld.train import jitter_encodings
+
+    eos = 9
+    ids = torch.tensor(
+        [[1, 5, 6, eos, eos, eos], [1, 5, 6, 7, eos, eos], [1, eos, eos, eos, eos, eos]]
+    )
+    encodings = torch.randn(3, 6, 4, generator=torch.Generator().manual_seed(1))
+    out = jitter_encodings(encodings, ids, eos, 0.3, 1.0, torch.Generator().manual_seed(0))
+    moved = (out - encodings).norm(dim=-1) > 0
+    real = torch.tensor(
+        [[0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 0], [0, 1, 0, 0, 0, 0]], dtype=torch.bool
+    )
+    assert torch.equal(moved, real)  # BOS and padding never move; every word and the end do
+    words = encodings[ids.ne(eos) & ids.ne(1)]
+    bound = 0.3 * torch.maximum(encodings.norm(dim=-1), words.norm(dim=-1).max())
+    assert ((out - encodings).norm(dim=-1) <= bound + 1e-6).all()
+    untouched = jitter_encodings(encodings, ids, eos, 0.3, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(untouched, encodings)  # share 0: no caption is chosen
+
+
+def test_a_frozen_text_encoder_stays_as_it_was(tmp_path: Path) -> None:
+    from transformers import CLIPTextModel
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    train.main(["--out", str(first), *TINY])
+    args = [*TINY, "--vae-from", str(first), "--init-from", str(first), "--freeze-text-encoder"]
+    train.main(["--out", str(second), *args, "--encoding-jitter", "0.3"])
+    before = CLIPTextModel.from_pretrained(first / "text_encoder").state_dict()
+    after = CLIPTextModel.from_pretrained(second / "text_encoder").state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    moved = UNet2DConditionModel.from_pretrained(second / "unet").state_dict()
+    start = UNet2DConditionModel.from_pretrained(first / "unet").state_dict()
+    assert any(not torch.equal(moved[k], start[k]) for k in start)  # the UNet still trains
+
+
+def test_boolean_options_can_be_switched_off() -> None:
+    _, on = train.parse_args(["--out", "x"])
+    _, off = train.parse_args(["--out", "x", "--no-shuffle-padding", "--freeze-text-encoder"])
+    assert on.shuffle_padding and not on.freeze_text_encoder
+    assert not off.shuffle_padding and off.freeze_text_encoder
