@@ -404,18 +404,20 @@ def train_diffusion(
     if cfg.freeze_text_encoder:
         encoder.requires_grad_(False)
     ema_encoder, ema_unet = copy.deepcopy(encoder), copy.deepcopy(unet)
-    trained = [p for p in [*encoder.parameters(), *unet.parameters()] if p.requires_grad]
-    averaged = [
-        a
-        for a, p in zip(
-            [*ema_encoder.parameters(), *ema_unet.parameters()],
+    ema_encoder.requires_grad_(False)
+    ema_unet.requires_grad_(False)
+    # (live, EMA) pairs of what is trained; a frozen encoder's EMA copy stays as it was.
+    pairs = [
+        (p, a)
+        for p, a in zip(
             [*encoder.parameters(), *unet.parameters()],
+            [*ema_encoder.parameters(), *ema_unet.parameters()],
             strict=True,
         )
         if p.requires_grad
     ]
-    for p in [*ema_encoder.parameters(), *ema_unet.parameters()]:
-        p.requires_grad_(False)
+    trained = [p for p, _ in pairs]
+    averaged = [a for _, a in pairs]
     opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
     scheduler = models.train_scheduler()
     data = LatentDataset(cfg, rng, vae, scaling) if cfg.dataset else None
